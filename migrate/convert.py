@@ -1,0 +1,77 @@
+"""A table's rows -> COPY text lines (the converted, canonical form), with errors that
+name table, row key, column, value and reason."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConversionError
+from .schema import Table
+from .types import NULL, converter, describe, line_hash
+
+
+@dataclass
+class RowError:
+    table: str
+    key: dict
+    column: str
+    value: str
+    reason: str
+
+    def __str__(self) -> str:
+        key = ", ".join(f"{k}={v!r}" for k, v in self.key.items())
+        return (f"table {self.table!r}, row {key}, column {self.column!r}: "
+                f"value {self.value} cannot become {self._type}: {self.reason}")
+
+    _type = ""
+
+    def to_dict(self) -> dict:
+        return {"table": self.table, "key": self.key, "column": self.column,
+                "value": self.value, "reason": self.reason}
+
+
+class RowConverter:
+    def __init__(self, table: Table):
+        self.table = table
+        self.convs = [converter(c.pg_type, c.census) for c in table.columns]
+        self.pk_idx = [table.columns.index(c) for c in table.pk]
+
+    def line(self, row) -> str:
+        """The COPY line (without newline). Raises ConversionError; see explain()."""
+        return "\t".join([NULL if v is None else f(v) for f, v in zip(self.convs, row)])
+
+    def explain(self, row, ordinal: int) -> RowError:
+        """Which column of a failing row failed, and why."""
+        for c, f, v in zip(self.table.columns, self.convs, row):
+            if v is None:
+                continue
+            try:
+                f(v)
+            except ConversionError as e:
+                err = RowError(self.table.name, self.key(row, ordinal), c.name, describe(v), str(e))
+                err._type = c.pg_type
+                return err
+        raise AssertionError("explain() called on a row that converts")
+
+    def key(self, row, ordinal: int) -> dict:
+        if self.pk_idx:
+            return {self.table.columns[i].name: _plain(row[i]) for i in self.pk_idx}
+        return {"row_number": ordinal}
+
+    def lines(self, batch, start: int, errors: list):
+        """Convert a batch; failing rows are appended to errors as (RowError, index in batch)."""
+        out = []
+        line = self.line
+        for n, row in enumerate(batch):
+            try:
+                out.append(line(row))
+            except ConversionError:
+                errors.append((self.explain(row, start + n + 1), n))
+        return out
+
+
+def _plain(v):
+    return v if isinstance(v, (int, float, str)) or v is None else describe(v)
+
+
+def hash_lines(lines) -> int:
+    return sum(map(line_hash, lines))

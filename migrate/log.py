@@ -1,0 +1,50 @@
+"""Logging: structlog, JSON lines when not on a terminal (or --log-format json),
+readable console lines otherwise. Every event passes the masker: registered
+secrets and URL passwords never reach the output."""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import orjson
+import structlog
+
+_SECRETS: set[str] = set()
+_URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)", re.I)
+
+
+def register_secret(value: str | None) -> None:
+    if value and len(value) >= 3:
+        _SECRETS.add(value)
+
+
+def mask(text: str) -> str:
+    text = _URL_PASSWORD.sub(r"\g<pre>***", text)
+    for s in _SECRETS:
+        if s in text:
+            text = text.replace(s, "***")
+    return text
+
+
+def _mask_event(_logger, _name, event: dict) -> dict:
+    for k, v in event.items():
+        if isinstance(v, str):
+            event[k] = mask(v)
+        elif isinstance(v, (list, tuple, dict)):
+            event[k] = orjson.loads(mask(orjson.dumps(v, default=str).decode()))
+    return event
+
+
+def configure(fmt: str = "auto", level: str = "info", stream=None) -> None:
+    stream = stream or sys.stderr
+    json_lines = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    renderer = (structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o, default=str).decode())
+                if json_lines else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True), _mask_event, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,340 @@
+"""Phase: restore. Backup -> target, one transaction per table, then post-data.
+
+Per table, in ONE transaction: TRUNCATE, COPY the converted rows, record the
+table as loaded (rows + expected checksum) in ``_migrate.tables``. A crash at any
+moment leaves each table either fully loaded and recorded, or as it was; the
+next run skips the recorded ones and redoes the rest.
+
+Post-data, after every table is loaded (pgloader's order, for the same reason:
+building keys once over the data is much faster than maintaining them per row,
+and foreign keys can only be checked once all parents are there): primary keys,
+unique and plain indexes, foreign keys, then identity sequences past max(id),
+then ANALYZE.
+"""
+from __future__ import annotations
+
+import os
+import time
+from hashlib import md5
+
+import orjson
+import psycopg2
+import structlog
+
+from ..codec import decoder
+from ..convert import RowConverter
+from ..errors import BackupError, DataError, MigrateError, TargetError
+from ..postgres_target import Target, classify
+from ..schema import ForeignKey, Schema, Table, pg_ident, q
+from ..types import fold, line_hash
+from .init_schema import has_identity
+
+log = structlog.get_logger()
+CHUNK_ROWS = 5000
+
+
+class _CopyStream:
+    """A read()-able stream of COPY text for copy_expert, built from the backup file."""
+
+    def __init__(self, t: Table, path: str, on_error: str, rejects_path: str):
+        self.t = t
+        self.f = open(path, "rb")
+        marked = [i for i, c in enumerate(t.columns)
+                  if c.census.blob or c.census.nonfinite or c.census.invalid_utf8]
+        self.decode = decoder(marked)
+        self.conv = RowConverter(t)
+        self.on_error = on_error
+        self.rejects_path = rejects_path
+        self.rejects = None
+        self.rows = self.loaded = self.rejected = 0
+        self.raw = self.content = 0
+        self.error: Exception | None = None
+
+    def read(self, _size=-1) -> bytes:
+        try:
+            return self._next()
+        except Exception as e:  # remembered: psycopg2 only sees "COPY failed"
+            self.error = e
+            raise
+
+    def _next(self) -> bytes:
+        lines = []
+        for raw in self.f:
+            raw = raw.rstrip(b"\n")
+            if not raw:
+                continue
+            self.raw += int.from_bytes(md5(raw).digest()[:8], "big", signed=True)
+            lines.append(raw)
+            if len(lines) >= CHUNK_ROWS:
+                break
+        if not lines:
+            return b""
+        try:
+            batch = [self.decode(x) for x in lines]
+        except (orjson.JSONDecodeError, ValueError, IndexError) as e:
+            raise BackupError(f"backup file for table {self.t.name!r} is corrupt near row {self.rows + 1}: {e}") from None
+        errors: list = []
+        out = self.conv.lines(batch, self.rows, errors)
+        self.rows += len(batch)
+        if errors:
+            if self.on_error != "reject":
+                err = errors[0][0]
+                raise DataError(str(err), hint="fix the value in the source, set --column-type, or use "
+                                               "--on-error reject to load the other rows and list the bad ones")
+            self._reject(errors, lines)
+        self.loaded += len(out)
+        self.content += sum(map(line_hash, out))
+        out.append("")
+        return "\n".join(out).encode("utf-8")
+
+    def _reject(self, errors, raw_lines) -> None:
+        """--on-error reject: each bad row, with why, in the backup's own encoding."""
+        if self.rejects is None:
+            os.makedirs(os.path.dirname(self.rejects_path), exist_ok=True)
+            self.rejects = open(self.rejects_path, "wb")
+        for err, n in errors:
+            self.rejects.write(orjson.dumps({**err.to_dict(), "row": orjson.Fragment(raw_lines[n])}) + b"\n")
+            self.rejected += 1
+
+    def close(self) -> None:
+        self.f.close()
+        if self.rejects:
+            self.rejects.close()
+
+
+def fk_name(t: Table, i: int) -> str:
+    return pg_ident(f"{t.pg_name}_fk{i + 1}")
+
+
+def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str) -> dict:
+    path = os.path.join(backup_dir, t.file)
+    if not os.path.exists(path):
+        raise BackupError(f"backup {backup_dir!r} has no file {t.file!r} for table {t.name!r}")
+    rejects_path = os.path.join(backup_dir, "rejects", os.path.basename(t.file))
+    if os.path.exists(rejects_path):
+        os.remove(rejects_path)
+    stream = _CopyStream(t, path, on_error, rejects_path)
+    cols = ", ".join(q(c.pg_name) for c in t.columns)
+    start = time.monotonic()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"TRUNCATE {target.qualified(t.pg_name)}")
+            cur.copy_expert(f"COPY {target.qualified(t.pg_name)} ({cols}) FROM STDIN", stream, size=1 << 16)
+            if stream.rows != t.rows or fold(stream.raw) != t.raw_checksum:
+                raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
+                                  f"({stream.rows} rows read, {t.rows} recorded; checksum "
+                                  f"{fold(stream.raw)} vs {t.raw_checksum}): the backup is corrupt")
+            target.set_state(cur, t.pg_name, status="loaded", rows=stream.loaded, checksum=fold(stream.content))
+        conn.commit()
+    except Exception as e:
+        conn.rollback()
+        if stream.error is not None and isinstance(stream.error, MigrateError):
+            raise stream.error from None
+        if isinstance(e, MigrateError):
+            raise
+        if isinstance(e, psycopg2.Error):
+            diag = getattr(e, "diag", None)
+            context = f" ({diag.context.strip()})" if diag is not None and diag.context else ""
+            err = classify(e, f"loading table {t.name!r}{context}")
+            raise err from None
+        raise
+    finally:
+        stream.close()
+    return {"rows": stream.rows, "loaded": stream.loaded, "rejected": stream.rejected,
+            "checksum": fold(stream.content), "seconds": round(time.monotonic() - start, 3)}
+
+
+def drop_foreign_keys(schema: Schema, target: Target, conn) -> None:
+    """Our FKs go before any load (TRUNCATE of a parent must not cascade); post-data
+    adds them back. Runs are idempotent because of this."""
+    with conn.cursor() as cur:
+        for t in schema.tables:
+            for i, _fk in enumerate(t.foreign_keys):
+                cur.execute(f"ALTER TABLE IF EXISTS {target.qualified(t.pg_name)} DROP CONSTRAINT IF EXISTS {q(fk_name(t, i))}")
+    conn.commit()
+
+
+def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fail") -> dict[str, dict]:
+    """Load every table (parents first), skipping those already loaded with the same content."""
+    conn = target.connect()
+    results: dict[str, dict] = {}
+    try:
+        target.ensure_state(conn)
+        state = target.state(conn)
+        drop_foreign_keys(schema, target, conn)
+        for t in schema.restore_order():
+            st = state.get(t.pg_name, {})
+            if st.get("status") == "loaded" and st.get("checksum") == t.checksum and st.get("rows") == t.rows:
+                with conn.cursor() as cur:
+                    cur.execute(f"SELECT count(*) FROM {target.qualified(t.pg_name)}")
+                    if cur.fetchone()[0] == t.rows:
+                        conn.rollback()
+                        results[t.name] = {"rows": t.rows, "loaded": t.rows, "rejected": 0,
+                                           "checksum": t.checksum, "seconds": 0.0, "skipped": "already loaded"}
+                        log.info("table already loaded by an earlier run; skipped", table=t.name, rows=t.rows)
+                        continue
+                conn.rollback()
+            log.info("loading table", table=t.name, rows=t.rows)
+            results[t.name] = load_table(target, conn, t, backup_dir, on_error)
+            log.info("table loaded", table=t.name, **results[t.name])
+        return results
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- post-data --
+def _exists(cur, target: Target, name: str) -> bool:
+    cur.execute("SELECT to_regclass(%s)", (target.qualified(name),))
+    return cur.fetchone()[0] is not None
+
+
+def _constraint_exists(cur, target: Target, table_pg: str, name: str) -> bool:
+    cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s",
+                (target.qualified(table_pg), name))
+    return cur.fetchone() is not None
+
+
+def _unique_sets(t: Table) -> list[set[str]]:
+    sets = [{c.name for c in t.pk}] if t.pk else []
+    sets += [set(i.columns) for i in t.indexes if i.unique and not i.skipped]
+    return sets
+
+
+def post_data(schema: Schema, target: Target, *, orphans: str = "fail") -> tuple[list[str], list[str]]:
+    """Keys, indexes, foreign keys, sequences. Returns (notes, errors)."""
+    notes: list[str] = []
+    errors: list[str] = []
+    conn = target.connect()
+    conn.autocommit = True
+    by_name = {t.name: t for t in schema.tables}
+    table_names = {t.pg_name for t in schema.tables}
+    try:
+        with conn.cursor() as cur:
+            for t in schema.tables:
+                _primary_key(cur, target, t, notes)
+                _indexes(cur, target, t, table_names, notes, errors)
+            for t in schema.tables:
+                for i, fk in enumerate(t.foreign_keys):
+                    _foreign_key(cur, target, t, i, fk, by_name, orphans, notes, errors)
+            for t in schema.tables:
+                _sequence(cur, target, t)
+                cur.execute(f"ANALYZE {target.qualified(t.pg_name)}")
+    except psycopg2.Error as e:
+        raise classify(e, "post-data") from None
+    finally:
+        conn.close()
+    for n in notes:
+        log.warning("post-data: " + n)
+    return notes, errors
+
+
+def _primary_key(cur, target: Target, t: Table, notes: list[str]) -> None:
+    if not t.pk:
+        return
+    cols = ", ".join(q(c.pg_name) for c in t.pk)
+    if any(c.census.null for c in t.pk):
+        name = pg_ident(f"{t.pg_name}_pkey_nulls")
+        if not _exists(cur, target, name):
+            cur.execute(f"CREATE UNIQUE INDEX {q(name)} ON {target.qualified(t.pg_name)} ({cols})")
+        msg = (f"table {t.name!r}: primary key column(s) hold NULLs (SQLite allows it, PostgreSQL does not); "
+               "created a UNIQUE index instead")
+        if msg not in notes:
+            notes.append(msg)
+        return
+    name = pg_ident(f"{t.pg_name}_pkey")
+    cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+                (target.qualified(t.pg_name),))
+    if cur.fetchone() is None:
+        cur.execute(f"ALTER TABLE {target.qualified(t.pg_name)} ADD CONSTRAINT {q(name)} PRIMARY KEY ({cols})")
+
+
+def index_name(t: Table, idx, table_names: set[str]) -> str:
+    if idx.origin == "c" and not idx.name.startswith("sqlite_") and pg_ident(idx.name) not in table_names:
+        return pg_ident(idx.name)
+    cols = "_".join(idx.columns)
+    return pg_ident(f"{t.pg_name}_{cols}_{'key' if idx.unique else 'idx'}")
+
+
+def _indexes(cur, target: Target, t: Table, table_names: set[str], notes: list[str], errors: list[str]) -> None:
+    for idx in t.indexes:
+        if idx.skipped:
+            msg = f"table {t.name!r}: index {idx.name!r} not created: {idx.skipped}"
+            if msg not in notes:
+                notes.append(msg)
+            continue
+        name = index_name(t, idx, table_names)
+        if _exists(cur, target, name):
+            continue
+        cols = ", ".join(q(t.column(c).pg_name) for c in idx.columns)
+        try:
+            cur.execute(f"CREATE {'UNIQUE ' if idx.unique else ''}INDEX {q(name)} ON {target.qualified(t.pg_name)} ({cols})")
+        except psycopg2.errors.UniqueViolation as e:
+            errors.append(f"table {t.name!r}: unique index {idx.name!r} cannot be built: {e.diag.message_detail or e}")
+
+
+def _foreign_key(cur, target: Target, t: Table, i: int, fk: ForeignKey, by_name: dict,
+                 orphans: str, notes: list[str], errors: list[str]) -> None:
+    where = f"table {t.name!r}: foreign key ({', '.join(fk.columns)}) -> {fk.ref_table!r}"
+    parent = by_name.get(fk.ref_table)
+    if parent is None:
+        notes.append(f"{where} not created: the referenced table is not migrated")
+        return
+    ref_cols = fk.ref_columns if all(fk.ref_columns) else [c.name for c in parent.pk]
+    if len(ref_cols) != len(fk.columns):
+        notes.append(f"{where} not created: the referenced table has no matching primary key")
+        return
+    try:
+        pairs = [(t.column(a), parent.column(b)) for a, b in zip(fk.columns, ref_cols)]
+    except KeyError as e:
+        notes.append(f"{where} not created: column {e.args[0]!r} does not exist")
+        return
+    if set(ref_cols) not in _unique_sets(parent) or any(c.census.null for c in parent.pk):
+        notes.append(f"{where} not created: ({', '.join(ref_cols)}) is not unique in {fk.ref_table!r} "
+                     "(SQLite reports 'foreign key mismatch' for it too)")
+        return
+    mismatch = [(a.name, a.pg_type, b.pg_type) for a, b in pairs if a.pg_type != b.pg_type]
+    if mismatch:
+        notes.append(f"{where} not created: column types differ after migration {mismatch}")
+        return
+    name = fk_name(t, i)
+    if _constraint_exists(cur, target, t.pg_name, name):
+        return
+    child_q, parent_q = target.qualified(t.pg_name), target.qualified(parent.pg_name)
+    notnull = " AND ".join(f"c.{q(a.pg_name)} IS NOT NULL" for a, _ in pairs)
+    match = " AND ".join(f"p.{q(b.pg_name)} = c.{q(a.pg_name)}" for a, b in pairs)
+    key_cols = [c.pg_name for c in t.pk] or [a.pg_name for a, _ in pairs]
+    cur.execute(f"SELECT count(*) OVER (), {', '.join('c.' + q(k) for k in key_cols)} FROM {child_q} c "
+                f"WHERE {notnull} AND NOT EXISTS (SELECT 1 FROM {parent_q} p WHERE {match}) LIMIT 5")
+    bad = cur.fetchall()
+    not_valid = ""
+    if bad:
+        sample = "; ".join(", ".join(f"{k}={v!r}" for k, v in zip(key_cols, r[1:])) for r in bad)
+        msg = f"{where}: {bad[0][0]} orphan row(s) whose parent does not exist, e.g. {sample}"
+        if orphans != "not-valid":
+            errors.append(msg + " (use --orphans not-valid to add the key NOT VALID and keep the rows)")
+            return
+        notes.append(msg + "; key added NOT VALID")
+        not_valid = " NOT VALID"
+    cols = ", ".join(q(a.pg_name) for a, _ in pairs)
+    refs = ", ".join(q(b.pg_name) for _, b in pairs)
+    try:
+        cur.execute(f"ALTER TABLE {child_q} ADD CONSTRAINT {q(name)} FOREIGN KEY ({cols}) REFERENCES {parent_q} ({refs}) "
+                    f"ON UPDATE {fk.on_update} ON DELETE {fk.on_delete}{not_valid}")
+    except psycopg2.Error as e:
+        errors.append(f"{where}: {str(e).strip().splitlines()[0]}")
+
+
+def _sequence(cur, target: Target, t: Table) -> None:
+    if not has_identity(t):
+        return
+    col = t.pk[0]
+    cur.execute(f"SELECT pg_get_serial_sequence(%s, %s), (SELECT max({q(col.pg_name)}) FROM {target.qualified(t.pg_name)})",
+                (target.qualified(t.pg_name), col.pg_name))
+    seq, mx = cur.fetchone()
+    if seq is None:
+        raise TargetError(f"table {t.name!r}: identity column {col.name!r} has no sequence")
+    high = max(mx or 0, t.autoincrement_seq or 0)  # AUTOINCREMENT never reuses an id, even a deleted one
+    if high >= 1:
+        cur.execute("SELECT setval(%s, %s, true)", (seq, high))
+    else:
+        cur.execute("SELECT setval(%s, 1, false)", (seq,))

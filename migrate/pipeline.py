@@ -1,0 +1,273 @@
+"""The ordered phases. Each command of the CLI is one function here; ``run`` calls the
+phases in order:
+
+    STEP 1 wait for target   STEP 2 read source (schema + census)   STEP 3 init schema
+    STEP 4 backup            STEP 5 restore (load, FK order)        STEP 6 seed admin
+    STEP 7 post-data (keys, indexes, foreign keys, sequences)       STEP 8 verify
+
+The admin is seeded after the rows are loaded and before foreign keys are checked,
+so restored rows that reference it are valid when their constraint is added, and
+the restore (which truncates the tables it loads) cannot wipe it.
+"""
+from __future__ import annotations
+
+import fnmatch
+import time
+
+import structlog
+
+from .errors import (EXIT, DataError, MigrateError, PartialError, UsageError, VerifyError)
+from .phases import backup as backup_phase
+from .phases import init_schema as init_phase
+from .phases import restore as restore_phase
+from .phases import verify as verify_phase
+from .postgres_target import Target
+from .report import build, summary_table, write
+from .schema import Schema
+from .settings import Settings
+from .sqlite_source import SourceDB
+
+log = structlog.get_logger()
+
+
+class Steps:
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.n = 0
+
+    def __call__(self, name: str) -> None:
+        self.n = self.names.index(name) + 1
+        structlog.contextvars.bind_contextvars(phase=name)
+        log.info(f"STEP {self.n}/{len(self.names)} {name}")
+
+
+def _require(s: Settings, *names: str) -> None:
+    flags = {"source": "--source / MIGRATE_SOURCE", "target": "--target / MIGRATE_TARGET",
+             "backup_dir": "--backup-dir / MIGRATE_BACKUP_DIR"}
+    missing = [flags[n] for n in names if not getattr(s, n)]
+    if missing:
+        raise UsageError("missing " + " and ".join(missing))
+
+
+def filter_tables(schema: Schema, include: list[str], exclude: list[str]) -> list[str]:
+    """Apply --table/--exclude-table globs; returns what makes the run partial."""
+    partial = []
+    keep = []
+    for t in schema.tables:
+        if (include and not any(fnmatch.fnmatchcase(t.name, p) for p in include)) or \
+                any(fnmatch.fnmatchcase(t.name, p) for p in exclude):
+            partial.append(f"table {t.name!r} left out by --table/--exclude-table")
+        else:
+            keep.append(t)
+    if include and not keep:
+        raise UsageError(f"--table {', '.join(include)} matches no table of the source")
+    schema.tables = keep
+    for sk in schema.skipped:
+        if sk.kind == "virtual table":
+            partial.append(f"{sk.kind} {sk.name!r} not migrated: {sk.reason}")
+    return partial
+
+
+def open_source(s: Settings) -> tuple[SourceDB, Schema, list[str]]:
+    src = SourceDB(s.source)
+    try:
+        schema = src.read_schema(census=True)
+        partial = filter_tables(schema, s.tables, s.exclude_tables)
+        schema.decide(s.column_type_overrides())
+    except BaseException:
+        src.close()
+        raise
+    if s.limit is not None:
+        partial.append(f"trial run: at most {s.limit} rows per table (--limit)")
+    return src, schema, partial
+
+
+def make_target(s: Settings) -> Target:
+    return Target(s.target, s.target_schema, connect_timeout=s.connect_timeout,
+                  statement_timeout_s=s.statement_timeout, password=s.secrets.get("target_password"))
+
+
+def schema_from(s: Settings) -> tuple[Schema, SourceDB | None, list[str]]:
+    """The model from --backup-dir (preferred when given) or --source."""
+    if s.backup_dir and not s.source:
+        m = backup_phase.read_manifest(s.backup_dir)
+        schema = backup_phase.schema_from_manifest(m)
+        partial = filter_tables(schema, s.tables, s.exclude_tables)
+        if m.get("partial"):
+            partial.append(f"the backup itself is partial: {m['partial']}")
+        return schema, None, partial
+    _require(s, "source")
+    src, schema, partial = open_source(s)
+    return schema, src, partial
+
+
+def conversion_failure(schema: Schema, on_error: str) -> None:
+    if on_error == "reject":
+        return
+    bad = [t for t in schema.tables if t.conversion_errors]
+    if bad:
+        t = bad[0]
+        e = t.error_samples[0]
+        key = ", ".join(f"{k}={v!r}" for k, v in e["key"].items())
+        total = sum(x.conversion_errors for x in bad)
+        raise DataError(
+            f"table {e['table']!r}, row {key}, column {e['column']!r}: value {e['value']} cannot become "
+            f"{t.column(e['column']).pg_type}: {e['reason']} ({total} bad value(s) in {len(bad)} table(s); "
+            "nothing was loaded)",
+            hint="fix the source, set --column-type TABLE.COLUMN=TYPE, or use --on-error reject "
+                 "to load the good rows and write the bad ones to the rejects file")
+
+
+# ------------------------------------------------------------------ commands --
+def cmd_plan(s: Settings) -> dict:
+    from .plan import make_plan
+    _require(s, "source")
+    src, schema, partial = open_source(s)
+    with src:
+        return make_plan(src, schema, partial, s)
+
+
+def cmd_backup(s: Settings) -> dict:
+    _require(s, "source", "backup_dir")
+    src, schema, partial = open_source(s)
+    with src:
+        backup_phase.run(src.path, s.backup_dir, schema, src, s.limit)
+    conversion = sum(t.conversion_errors for t in schema.tables)
+    return {"tables": [{"table": t.name, "rows": t.rows, "conversion_errors": t.conversion_errors}
+                       for t in schema.tables], "partial": partial, "conversion_errors": conversion}
+
+
+def cmd_init_schema(s: Settings) -> dict:
+    _require(s, "target")
+    schema, src, _ = schema_from(s)
+    if src:
+        src.close()
+    target = make_target(s)
+    target.wait(s.wait_timeout)
+    target.lock(s.lock_timeout)
+    try:
+        return init_phase.run(schema, target, replace=s.replace, restart=s.restart)
+    finally:
+        target.unlock()
+
+
+def cmd_verify(s: Settings) -> list[dict]:
+    _require(s, "target")
+    schema, src, _ = schema_from(s)
+    target = make_target(s)
+    target.wait(s.wait_timeout)
+    try:
+        if src:
+            for t in schema.tables:
+                verify_phase.expected_from_source(src, t, s.limit)
+        results = verify_phase.run(schema, target, backup_dir=None if src else s.backup_dir, src=src)
+    finally:
+        if src:
+            src.close()
+    return results
+
+
+def cmd_run(s: Settings, *, with_backup: bool = True) -> dict:
+    """``run`` (with_backup) or ``restore`` (from an existing backup)."""
+    _require(s, "target", "backup_dir", *(("source",) if with_backup else ()))
+    names = ["wait for target", "read source" if with_backup else "read backup", "init schema"]
+    names += ["backup"] if with_backup else []
+    names += ["restore"] + (["seed admin"] if s.seed_admin else []) + ["post-data", "verify"]
+    step = Steps(names)
+    started = time.monotonic()
+    target = make_target(s)
+    ctx = {"schema": None, "partial": [], "load": {}, "verify": [], "notes": [], "errors": []}
+    source_label = s.source if with_backup else s.backup_dir
+    try:
+        step("wait for target")
+        target.wait(s.wait_timeout)
+        target.lock(s.lock_timeout)
+        try:
+            _run_phases(s, step, target, ctx, with_backup)
+        finally:
+            target.unlock()
+    except MigrateError as e:
+        report = _report(s, "run" if with_backup else "restore", ctx, started, source_label, target,
+                         failure=e)
+        write(report, s.report, s.backup_dir)
+        raise
+    report = _report(s, "run" if with_backup else "restore", ctx, started, source_label, target)
+    write(report, s.report, s.backup_dir)
+    print(summary_table(report))
+    if report["exit_code"]:
+        raise {EXIT["VERIFY"]: VerifyError, EXIT["DATA"]: DataError,
+               EXIT["PARTIAL"]: PartialError}[report["exit_code"]](report["message"])
+    return report
+
+
+def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup: bool) -> None:
+    if with_backup:
+        step("read source")
+        src, schema, ctx["partial"] = open_source(s)
+        ctx["schema"] = schema
+        with src:
+            step("init schema")
+            init_phase.run(schema, target, replace=s.replace, restart=s.restart)
+            step("backup")
+            backup_phase.run(src.path, s.backup_dir, schema, src, s.limit)
+    else:
+        step("read backup")
+        schema, _, ctx["partial"] = schema_from(s)
+        ctx["schema"] = schema
+        step("init schema")
+        init_phase.run(schema, target, replace=s.replace, restart=s.restart)
+    conversion_failure(schema, s.on_error)
+    step("restore")
+    ctx["load"] = restore_phase.load(schema, s.backup_dir, target, on_error=s.on_error)
+    if s.seed_admin:
+        step("seed admin")
+        from .phases import seed_admin
+        ctx["notes"].append(seed_admin.run(s, target))
+    step("post-data")
+    notes, errors = restore_phase.post_data(schema, target, orphans=s.orphans)
+    ctx["notes"] += notes
+    ctx["errors"] += errors
+    step("verify")
+    ctx["verify"] = verify_phase.run(schema, target, backup_dir=s.backup_dir)
+    structlog.contextvars.unbind_contextvars("phase")
+
+
+def _report(s: Settings, command: str, ctx: dict, started: float, source_label, target: Target,
+            failure: MigrateError | None = None) -> dict:
+    schema: Schema | None = ctx["schema"]
+    verified = {r["table"]: r for r in ctx["verify"]}
+    tables = []
+    for t in (schema.tables if schema else []):
+        load = ctx["load"].get(t.name, {})
+        r = dict(verified.get(t.name) or {"table": t.name, "pg_name": t.pg_name, "source_rows": t.rows,
+                                            "target_rows": load.get("loaded"), "verdict": "not verified",
+                                            "problems": []})
+        r["rejected"] = load.get("rejected", 0)
+        r["seconds"] = load.get("seconds", 0.0)
+        if load.get("skipped"):
+            r["load"] = load["skipped"]
+        r["columns"] = [{"name": c.name, "pg_name": c.pg_name, "declared": c.declared, "pg_type": c.pg_type,
+                         "decision": c.type_reason} for c in t.columns if c.type_reason or c.pg_name != c.name]
+        r["notes"] = t.notes
+        tables.append(r)
+    rejected = sum(t["rejected"] for t in tables)
+    if failure is not None:
+        status, code, message = "failed", failure.exit_code, failure.message
+    elif any(t["verdict"] != "ok" for t in tables):
+        bad = [t["table"] for t in tables if t["verdict"] != "ok"]
+        status, code, message = "failed", EXIT["VERIFY"], f"verification failed for {len(bad)} table(s): {', '.join(bad[:10])}"
+    elif ctx["errors"] or rejected:
+        status, code = "failed", EXIT["DATA"]
+        message = "; ".join(([f"{rejected} row(s) rejected (see rejects/ in the backup directory)"] if rejected else [])
+                            + ([f"{len(ctx['errors'])} constraint error(s)"] if ctx["errors"] else []))
+    elif ctx["partial"]:
+        status, code, message = "partial", EXIT["PARTIAL"], "migrated and verified, but only part of the source: " \
+            + "; ".join(ctx["partial"][:5])
+    else:
+        status, code = "ok", EXIT["OK"]
+        message = f"{len(tables)} table(s), {sum(t.get('target_rows') or 0 for t in tables):,} rows migrated and verified"
+    return build(command, status=status, exit_code=code, message=message, tables=tables,
+                 notes=ctx["notes"], errors=ctx["errors"],
+                 skipped=[sk.__dict__ for sk in (schema.skipped if schema else [])],
+                 source=source_label, target=target.display, partial=ctx["partial"],
+                 seconds=time.monotonic() - started)

@@ -1,0 +1,220 @@
+"""Reading SQLite: open read-only, one consistent snapshot, schema, census, rows.
+
+The source is never written: it is opened with ``mode=ro`` and every read of a
+run happens inside one read transaction (so WAL content is included and a
+writer cannot tear the snapshot).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.parse
+from typing import Iterator
+
+from .errors import SourceError
+from .schema import Column, ForeignKey, Index, Schema, Skipped, Table, q
+from .types import Census, InvalidText
+
+BATCH = 5000
+BUSY_TIMEOUT_S = 30.0
+# SQLite's own bookkeeping: never application data
+INTERNAL_PREFIX = "sqlite_"
+
+
+def source_path(source: str) -> str:
+    """Accept a path or a sqlite:/// URL (sqlite:///rel/path, sqlite:////abs/path)."""
+    if source.startswith("sqlite:"):
+        rest = source[len("sqlite:"):]
+        if not rest.startswith("///"):
+            raise SourceError(f"source URL {source!r}: expected sqlite:///relative/path or sqlite:////absolute/path")
+        return urllib.parse.unquote(rest[3:])
+    return source
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise SourceError(f"source {path!r}: no such file")
+    if os.path.isdir(path):
+        raise SourceError(f"source {path!r}: is a directory, not a SQLite file")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"source {path!r}: permission denied (not readable by uid {os.getuid()})")
+    if os.path.getsize(path) == 0:
+        raise SourceError(f"source {path!r}: empty file (0 bytes), not a SQLite database")
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise SourceError(f"source {path!r}: not a SQLite database (bad header)")
+
+
+def _decode_marking(b: bytes):
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidText(b)
+
+
+class SourceDB:
+    """One read-only connection holding one read snapshot for its whole life."""
+
+    def __init__(self, source: str):
+        self.path = source_path(source)
+        _check_file(self.path)
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                        timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            self.conn.execute("BEGIN")
+            # the first read fixes the snapshot
+            self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self.error(e) from None
+
+    def error(self, e: Exception, where: str = "") -> SourceError:
+        msg = str(e)
+        if "locked" in msg or "busy" in msg:
+            reason = f"database is locked by another process (waited {BUSY_TIMEOUT_S:.0f} s)"
+        elif "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+            reason = f"corrupt or not a SQLite database ({msg})"
+        else:
+            reason = msg
+        return SourceError(f"source {self.path!r}{' ' + where if where else ''}: {reason}")
+
+    def close(self) -> None:
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def query(self, sql: str, params=(), where: str = "") -> list:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise self.error(e, where) from None
+
+    # -- schema ------------------------------------------------------------
+    def read_schema(self, census: bool = True) -> Schema:
+        rows = self.query("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")
+        kinds = {name: (typ, wr) for _, name, typ, _, wr, _ in
+                 self.query("PRAGMA main.table_list")}
+        sequences = {}
+        if any(name == "sqlite_sequence" for _, name, _, _ in rows):
+            sequences = dict(self.query("SELECT name, seq FROM sqlite_sequence"))
+        schema = Schema(tables=[], user_version=self.query("PRAGMA user_version")[0][0],
+                        ddl=[sql for _, _, _, sql in rows if sql])
+        virtual = [name for typ, name, _, sql in rows if typ == "table" and (sql or "").upper().startswith("CREATE VIRTUAL")]
+        for typ, name, _tbl, sql in rows:
+            if typ == "table":
+                kind = kinds.get(name, ("table", 0))[0]
+                if name.startswith(INTERNAL_PREFIX):
+                    schema.skipped.append(Skipped(name, "table", "SQLite internal table"))
+                elif kind == "shadow":
+                    schema.skipped.append(Skipped(name, "table", "internal storage of a virtual table"))
+                elif name in virtual:
+                    schema.skipped.append(Skipped(name, "virtual table",
+                                                  "virtual tables (FTS, R*Tree, extensions) are not migrated yet"))
+                else:
+                    schema.tables.append(self._table(name, sql or "", bool(kinds.get(name, ("", 0))[1]),
+                                                     sequences.get(name)))
+            elif typ in ("view", "trigger"):
+                schema.skipped.append(Skipped(name, typ, f"SQLite {typ} SQL is not translated; recreate it by hand"))
+        if census:
+            for t in schema.tables:
+                self.census(t)
+        return schema
+
+    def _table(self, name: str, sql: str, without_rowid: bool, seq) -> Table:
+        where = f"table {name!r}"
+        cols = []
+        for cid, cname, ctype, notnull, dflt, pk, hidden in self.query(f"PRAGMA main.table_xinfo({q(name)})", where=where):
+            if hidden in (2, 3):
+                continue  # generated columns: computed, not stored data (see README policy)
+            cols.append(Column(name=cname, declared=ctype or "", notnull=bool(notnull), default=dflt, pk=pk))
+        t = Table(name=name, columns=cols, without_rowid=without_rowid, sql=sql,
+                  autoincrement_seq=seq)
+        for _, iname, unique, origin, partial in self.query(f"PRAGMA main.index_list({q(name)})", where=where):
+            keys = [r for r in self.query(f"PRAGMA main.index_xinfo({q(iname)})", where=where) if r[5]]
+            idx_sql = self.query("SELECT sql FROM sqlite_master WHERE type='index' AND name=?", (iname,))
+            idx = Index(name=iname, columns=[r[2] for r in keys], unique=bool(unique), origin=origin,
+                        sql=idx_sql[0][0] if idx_sql else None)
+            if any(r[1] == -2 for r in keys):
+                idx.skipped = "expression index: SQLite expressions are not translated"
+            elif partial:
+                idx.skipped = "partial index: its WHERE clause is not translated"
+            elif any(r[4] and r[4].upper() != "BINARY" for r in keys):
+                idx.skipped = "index with COLLATE " + ",".join(sorted({r[4] for r in keys if r[4].upper() != 'BINARY'})) \
+                              + ": no faithful PostgreSQL equivalent for a plain index"
+            if origin == "pk":
+                continue  # the primary key is rebuilt from the columns' pk positions
+            t.indexes.append(idx)
+        fks: dict[int, ForeignKey] = {}
+        for fid, _seq, parent, frm, to, on_update, on_delete, _match in self.query(
+                f"PRAGMA main.foreign_key_list({q(name)})", where=where):
+            fk = fks.setdefault(fid, ForeignKey([], parent, [], on_update, on_delete))
+            fk.columns.append(frm)
+            fk.ref_columns.append(to)  # None: the parent's primary key (resolved later)
+        t.foreign_keys = [fks[k] for k in sorted(fks)]
+        return t
+
+    def census(self, t: Table) -> None:
+        """One scan per table: row count and, per column, typeof() counts."""
+        parts = ["count(*)"]
+        for c in t.columns:
+            x = q(c.name)
+            parts += [f"sum(typeof({x})='integer')", f"sum(typeof({x})='real')",
+                      f"sum(typeof({x})='text')", f"sum(typeof({x})='blob')",
+                      f"sum(typeof({x})='real' AND abs({x})=9e999)",
+                      f"sum(typeof({x})='text' AND instr(CAST({x} AS BLOB), x'00')>0)"]
+        row = self.query(f"SELECT {', '.join(parts)} FROM main.{q(t.name)}", where=f"table {t.name!r}")[0]
+        t.rows = row[0]
+        for i, c in enumerate(t.columns):
+            n_int, n_real, n_text, n_blob, n_inf, n_nul = (v or 0 for v in row[1 + 6 * i: 7 + 6 * i])
+            c.census = Census(null=t.rows - n_int - n_real - n_text - n_blob, integer=n_int, real=n_real,
+                              text=n_text, blob=n_blob, nonfinite=n_inf, text_nul=n_nul)
+
+    # -- rows --------------------------------------------------------------
+    def rows(self, t: Table, limit: int | None = None, marking: bool = False) -> Iterator[list[tuple]]:
+        """Batches of row tuples in key order. With ``marking``, TEXT that is not
+        UTF-8 comes back as InvalidText instead of raising."""
+        order = "" if t.without_rowid and not t.pk else (
+            " ORDER BY " + ", ".join(q(c.name) for c in t.pk) if t.without_rowid else " ORDER BY rowid")
+        sql = f"SELECT {', '.join(q(c.name) for c in t.columns)} FROM main.{q(t.name)}{order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        self.conn.text_factory = _decode_marking if marking else str
+        try:
+            cur = self.conn.execute(sql)
+            while True:
+                batch = cur.fetchmany(BATCH)
+                if not batch:
+                    return
+                yield batch
+        except sqlite3.OperationalError as e:
+            if "decode" in str(e) and not marking:
+                raise NeedsMarking() from None
+            raise self.error(e, f"table {t.name!r}") from None
+        except sqlite3.DatabaseError as e:
+            raise self.error(e, f"table {t.name!r}") from None
+        finally:
+            self.conn.text_factory = str
+
+    def orphans(self, t: Table, fk: ForeignKey, ref_columns: list[str], limit: int = 5) -> tuple[int, list]:
+        """Child rows whose non-NULL key has no parent row (SQLite does not enforce FKs)."""
+        child = " AND ".join(f"c.{q(a)} IS NOT NULL" for a in fk.columns)
+        match = " AND ".join(f"p.{q(b)} = c.{q(a)}" for a, b in zip(fk.columns, ref_columns))
+        key = ", ".join(f"c.{q(c.name)}" for c in t.pk) or "c.rowid"
+        base = (f"FROM main.{q(t.name)} c WHERE {child} AND NOT EXISTS "
+                f"(SELECT 1 FROM main.{q(fk.ref_table)} p WHERE {match})")
+        n = self.query(f"SELECT count(*) {base}", where=f"table {t.name!r}")[0][0]
+        sample = self.query(f"SELECT {key}, {', '.join('c.' + q(a) for a in fk.columns)} {base} LIMIT {limit}",
+                            where=f"table {t.name!r}") if n else []
+        return n, sample
+
+
+class NeedsMarking(Exception):
+    """A table holds TEXT that is not UTF-8: read it again with marking=True."""

@@ -1,0 +1,510 @@
+"""SQLite -> PostgreSQL: the type mapping (as data), the census decision, value conversion.
+
+Every converted value is rendered as a field of PostgreSQL's COPY text format, and
+rendered *canonically*: exactly the text PostgreSQL prints back for that value
+(``value::text`` with DateStyle ISO and TimeZone UTC). That is what makes the
+content checksum work: the hash of the line we send equals the hash of the row
+PostgreSQL stores, rendered by ``verify``'s SQL (see ``row_hash_sql``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Callable
+
+from .errors import ConversionError
+
+NULL = "\\N"
+
+# ----------------------------------------------------------------------------
+# The mapping table. Order matters: the first row whose test matches wins.
+# ``exact`` matches the declared type's base name (parameters stripped,
+# upper-cased, spaces collapsed); ``contains`` applies SQLite's affinity rules
+# (https://sqlite.org/datatype3.html#determination_of_column_affinity).
+# ----------------------------------------------------------------------------
+TYPE_MAP: list[tuple[str, tuple[str, ...], str]] = [
+    ("exact", ("BOOLEAN", "BOOL"), "boolean"),
+    ("exact", ("DATE",), "date"),
+    ("exact", ("DATETIME", "TIMESTAMP", "TIMESTAMP WITHOUT TIME ZONE"), "timestamp"),
+    ("exact", ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"), "timestamptz"),
+    ("exact", ("JSON", "JSONB"), "jsonb"),
+    ("exact", ("NUMERIC", "DECIMAL"), "numeric"),
+    # SQLite affinity rules, in SQLite's own order
+    ("contains", ("INT",), "bigint"),
+    ("contains", ("CHAR", "CLOB", "TEXT"), "text"),
+    ("contains", ("BLOB",), "bytea"),
+    ("contains", ("REAL", "FLOA", "DOUB"), "double precision"),
+]
+NUMERIC_AFFINITY_DEFAULT = "numeric"  # any other declared name: SQLite's NUMERIC affinity
+UNTYPED = None  # no declared type: decided by the census alone
+
+NUMBER_TYPES = {"bigint", "double precision", "numeric"}
+PG_TYPES = {"bigint", "double precision", "numeric", "text", "bytea", "boolean", "date",
+            "timestamp", "timestamptz", "jsonb"}
+
+
+def base_type_name(declared: str) -> str:
+    name = re.sub(r"\(.*?\)", " ", declared or "")
+    return " ".join(name.upper().split())
+
+
+def declared_to_pg(declared: str) -> str | None:
+    """The target type the declared type name alone asks for (None: untyped)."""
+    base = base_type_name(declared)
+    if not base:
+        return UNTYPED
+    for kind, names, pg in TYPE_MAP:
+        if kind == "exact" and base in names:
+            return pg
+        if kind == "contains" and any(n in base for n in names):
+            return pg
+    return NUMERIC_AFFINITY_DEFAULT
+
+
+@dataclass
+class Census:
+    """How many values of each storage class a column holds (``typeof()``)."""
+
+    null: int = 0
+    integer: int = 0
+    real: int = 0
+    text: int = 0
+    blob: int = 0
+    nonfinite: int = 0  # REAL +-Infinity (SQLite stores NaN as NULL)
+    text_nul: int = 0  # TEXT values containing U+0000
+    invalid_utf8: int = 0  # TEXT values that are not UTF-8 (counted by the backup pass)
+
+    def classes(self) -> set[str]:
+        return {k for k in ("integer", "real", "text", "blob") if getattr(self, k)}
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def decide(declared: str, census: Census) -> tuple[str, str | None]:
+    """Target type for a column from its declared type and census. Returns (type, reason).
+
+    The reason is None when the declared type was kept, else why the census changed it.
+    """
+    want = declared_to_pg(declared)
+    cls = census.classes()
+    if want is UNTYPED:
+        if not cls:
+            return "text", "untyped column holding only NULLs: text"
+        if cls == {"integer"}:
+            return "bigint", "untyped column holding only integers"
+        if cls == {"real"}:
+            return "double precision", "untyped column holding only reals"
+        if cls == {"integer", "real"}:
+            return "numeric", "untyped column mixing integers and reals: numeric holds both exactly"
+        if "blob" in cls:
+            return "bytea", _blob_reason(census) if cls != {"blob"} else "untyped column holding BLOBs"
+        return "text", "untyped column holding text" + (" and numbers (numbers kept as their text)" if cls - {"text"} else "")
+    if "blob" in cls and want != "bytea":
+        return "bytea", _blob_reason(census)
+    if want in NUMBER_TYPES and "text" in cls:
+        return "text", (f"declared {declared!r} but holds {census.text} TEXT value(s): migrated as text, "
+                        "numbers keep their exact decimal text")
+    if want == "bigint" and "real" in cls:
+        return "numeric", (f"declared {declared!r} but holds {census.real} REAL value(s): "
+                           "numeric holds integers and reals exactly")
+    if want == "double precision" and "integer" in cls:
+        return "numeric", (f"declared {declared!r} but holds {census.integer} INTEGER value(s): "
+                           "numeric holds integers and reals exactly")
+    return want, None
+
+
+def _blob_reason(c: Census) -> str:
+    return (f"holds {c.blob} BLOB value(s) beside other storage classes: bytea "
+            "(text stored as its UTF-8 bytes, numbers as their decimal text)")
+
+
+# ----------------------------------------------------------------------------
+# Values. A backup value is what sqlite3 returns: None, int, float, str, bytes,
+# or InvalidText (TEXT whose bytes are not UTF-8).
+# ----------------------------------------------------------------------------
+class InvalidText(bytes):
+    """A TEXT value whose bytes are not valid UTF-8 (kept byte-exact, marked)."""
+
+
+_COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def copy_escape(s: str) -> str:
+    return s.translate(_COPY_ESCAPE)
+
+
+def describe(v) -> str:
+    """A value as an operator should see it in an error message (bounded length)."""
+    if isinstance(v, InvalidText):
+        r = f"TEXT with invalid UTF-8 x'{bytes(v[:32]).hex()}'"
+    elif isinstance(v, bytes):
+        r = f"BLOB x'{v[:32].hex()}'" + ("..." if len(v) > 32 else "")
+    else:
+        r = repr(v)
+    return r if len(r) <= 120 else r[:117] + "..."
+
+
+# -- floats: PostgreSQL's float8out (shortest round-trip, Ryu), character for character
+def pg_float(v: float) -> str:
+    if v != v:
+        return "NaN"
+    if v in (math.inf, -math.inf):
+        return "Infinity" if v > 0 else "-Infinity"
+    r = repr(v)
+    if "e" in r or "n" in r:  # Python is scientific exactly where PostgreSQL is too
+        return r
+    if r.endswith(".0"):
+        r = r[:-2]
+    if abs(v) >= 1e15:  # PostgreSQL switches to scientific one decade earlier than Python
+        sign = "-" if r[0] == "-" else ""
+        digits = r.lstrip("-").split(".")[0]
+        exp = len(digits) - 1
+        mant = digits.rstrip("0")
+        return f"{sign}{mant[0]}{'.' + mant[1:] if len(mant) > 1 else ''}e+{exp:02d}"
+    return r
+
+
+# -- numeric: numeric_out (plain notation, scale kept, no negative zero)
+_NUMERIC_TEXT = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+def pg_numeric(d: Decimal) -> str:
+    if d.is_nan():
+        return "NaN"
+    if d.is_infinite():
+        return "Infinity" if d > 0 else "-Infinity"
+    s = format(d, "f")
+    if s.startswith("-") and d == 0:
+        s = s[1:]
+    return s
+
+
+def _decimal_of_text(s: str) -> Decimal:
+    if not _NUMERIC_TEXT.match(s):
+        stripped = s.strip().lower()
+        if stripped in ("nan", "infinity", "+infinity", "-infinity", "inf", "+inf", "-inf"):
+            return Decimal(stripped.replace("infinity", "inf"))
+        raise ConversionError("not a number")
+    return Decimal(s.strip())
+
+
+# -- timestamps and dates
+_ISO = re.compile(
+    r"^\s*(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?\s*$"
+)
+EPOCH = dt.datetime(1970, 1, 1)
+EPOCH_MS_THRESHOLD = 100_000_000_000  # |n| >= 1e11: milliseconds (1e11 s would be year 5138)
+AMBIGUOUS_YEARS = range(1, 10000)  # an integer 1..9999 in a date column: a year? seconds? refuse
+
+
+def parse_iso(s: str) -> dt.datetime:
+    m = _ISO.match(s)
+    if not m:
+        raise ConversionError("not an ISO-8601 date/time (YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]][Z|+HH:MM])")
+    y, mo, d, h, mi, sec, frac, tz = m.groups()
+    us = 0
+    if frac:
+        if len(frac) > 6 and frac[6:].strip("0"):
+            raise ConversionError("more than microsecond precision would be lost")
+        us = int((frac + "000000")[:6])
+    try:
+        value = dt.datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0), us)
+    except ValueError as e:
+        raise ConversionError(f"impossible date/time ({e})") from None
+    if tz and tz not in ("Z", "z"):
+        sign = 1 if tz[0] == "+" else -1
+        digits = tz[1:].replace(":", "")
+        offset = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+        value = value - sign * offset  # normalised to UTC
+    return value
+
+
+def _epoch(v) -> dt.datetime:
+    if isinstance(v, int) and v in AMBIGUOUS_YEARS:
+        raise ConversionError("a small integer in a date/time column is ambiguous (a year? epoch seconds?)")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ConversionError("not a finite number")
+    try:
+        if abs(v) >= EPOCH_MS_THRESHOLD:
+            if isinstance(v, float) and not v.is_integer():
+                raise ConversionError("fractional epoch milliseconds")
+            return EPOCH + dt.timedelta(milliseconds=int(v))
+        if isinstance(v, int):
+            return EPOCH + dt.timedelta(seconds=v)
+        return EPOCH + dt.timedelta(microseconds=round(v * 1_000_000))
+    except OverflowError:
+        raise ConversionError("epoch value out of range") from None
+
+
+def to_datetime(v) -> dt.datetime:
+    if isinstance(v, (int, float)):
+        return _epoch(v)
+    if isinstance(v, str):
+        try:
+            return parse_iso(v)
+        except ConversionError:
+            t = v.strip()
+            if re.fullmatch(r"[+-]?\d+", t):
+                return _epoch(int(t))
+            raise
+    raise ConversionError("not a date/time")
+
+
+def pg_timestamp(value: dt.datetime) -> str:
+    s = value.strftime("%Y-%m-%d %H:%M:%S") if value.year >= 1000 else (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}")
+    if value.microsecond:
+        s += ("." + f"{value.microsecond:06d}").rstrip("0")
+    return s
+
+
+def _to_timestamp(v) -> str:
+    return pg_timestamp(to_datetime(v))
+
+
+def _to_timestamptz(v) -> str:
+    return pg_timestamp(to_datetime(v)) + "+00"
+
+
+def _to_date(v) -> str:
+    value = to_datetime(v)
+    if value.time() != dt.time(0):
+        raise ConversionError("has a time of day; a date column would lose it")
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+
+
+# -- booleans
+_TRUE = {"1", "t", "true", "y", "yes", "on"}
+_FALSE = {"0", "f", "false", "n", "no", "off"}
+
+
+def _to_boolean(v) -> str:
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        t = v.strip().lower()
+        if t in _TRUE:
+            return "true"
+        if t in _FALSE:
+            return "false"
+    raise ConversionError("not a boolean (0/1, true/false, t/f, yes/no, y/n, on/off)")
+
+
+# -- JSON: rendered exactly as jsonb_out prints it
+def _json_constant(name):
+    raise ConversionError(f"{name} is not valid JSON")
+
+
+def _json_pairs(pairs):
+    return dict(pairs)  # duplicate keys: the last one wins, as in jsonb
+
+
+def _json_string(s: str) -> str:
+    if "\x00" in s:
+        raise ConversionError("JSON string contains \\u0000, which jsonb cannot store")
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif o < 0x20:
+            out.append({8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t"}.get(o, f"\\u{o:04x}"))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def jsonb_text(node) -> str:
+    if node is None:
+        return "null"
+    if node is True:
+        return "true"
+    if node is False:
+        return "false"
+    if isinstance(node, str):
+        return _json_string(node)
+    if isinstance(node, Decimal):
+        return pg_numeric(node)
+    if isinstance(node, int):
+        return str(node)
+    if isinstance(node, list):
+        return "[" + ", ".join(jsonb_text(x) for x in node) + "]"
+    if isinstance(node, dict):
+        keys = sorted(node, key=lambda k: (len(k.encode()), k.encode()))
+        return "{" + ", ".join(f"{_json_string(k)}: {jsonb_text(node[k])}" for k in keys) + "}"
+    raise ConversionError(f"unexpected JSON node {type(node).__name__}")
+
+
+def _to_jsonb(v) -> str:
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ConversionError("not a finite number: JSON cannot hold it")
+        return pg_numeric(Decimal(repr(v)))
+    if not isinstance(v, str):
+        raise ConversionError("not JSON text")
+    try:
+        node = json.loads(v, parse_float=Decimal, parse_constant=_json_constant, object_pairs_hook=_json_pairs)
+    except ValueError as e:
+        if isinstance(e, ConversionError):
+            raise
+        raise ConversionError(f"invalid JSON ({e})") from None
+    return copy_escape(jsonb_text(node))
+
+
+# -- numbers and text
+def _to_bigint(v) -> str:
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float) and v.is_integer() and -2**63 <= v < 2**63:
+        return str(int(v))
+    if isinstance(v, str) and re.fullmatch(r"\s*[+-]?\d+\s*", v):
+        n = int(v)
+        if -2**63 <= n < 2**63:
+            return str(n)
+        raise ConversionError("out of bigint range")
+    raise ConversionError("not an integer")
+
+
+def _to_double(v) -> str:
+    if isinstance(v, float):
+        return pg_float(v)
+    if isinstance(v, int):
+        f = float(v)
+        if f == v:
+            return pg_float(f)
+        raise ConversionError("integer not exactly representable as double precision")
+    if isinstance(v, str):
+        try:
+            f = float(_decimal_of_text(v))
+        except (ConversionError, InvalidOperation):
+            raise ConversionError("not a number") from None
+        if Decimal(repr(f)) != _decimal_of_text(v) and math.isfinite(f):
+            raise ConversionError("text number not exactly representable as double precision")
+        return pg_float(f)
+    raise ConversionError("not a number")
+
+
+def _to_numeric(v) -> str:
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return pg_float(v) if not math.isfinite(v) else pg_numeric(Decimal(repr(v)))
+    if isinstance(v, str):
+        try:
+            return pg_numeric(_decimal_of_text(v))
+        except InvalidOperation:
+            raise ConversionError("not a number") from None
+    raise ConversionError("not a number")
+
+
+def _to_text(v) -> str:
+    if type(v) is str:
+        if "\x00" in v:
+            raise ConversionError("TEXT contains NUL (U+0000), which PostgreSQL text cannot store; "
+                                  "use --column-type TABLE.COLUMN=bytea to keep it as bytes")
+        return copy_escape(v)
+    if isinstance(v, InvalidText):
+        raise ConversionError("TEXT is not valid UTF-8, which PostgreSQL text cannot store; "
+                              "use --column-type TABLE.COLUMN=bytea to keep it as bytes")
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)  # the shortest text that reads back as the same double
+    raise ConversionError("a BLOB cannot become text")
+
+
+def _to_bytea(v) -> str:
+    if isinstance(v, bytes):  # BLOB, or TEXT that is not UTF-8
+        return "\\\\x" + v.hex()
+    if isinstance(v, str):
+        return "\\\\x" + v.encode("utf-8").hex()
+    if isinstance(v, (int, float)):
+        return "\\\\x" + (str(v) if isinstance(v, int) else repr(v)).encode().hex()
+    raise ConversionError("cannot become bytea")
+
+
+CONVERTERS: dict[str, Callable[[object], str]] = {
+    "bigint": _to_bigint,
+    "double precision": _to_double,
+    "numeric": _to_numeric,
+    "text": _to_text,
+    "bytea": _to_bytea,
+    "boolean": _to_boolean,
+    "date": _to_date,
+    "timestamp": _to_timestamp,
+    "timestamptz": _to_timestamptz,
+    "jsonb": _to_jsonb,
+}
+
+
+def converter(pg_type: str, census: Census | None = None) -> Callable[[object], str]:
+    """The COPY-field converter for one column; a fast path when the census allows it."""
+    if census is not None:
+        cls = census.classes()
+        if pg_type == "bigint" and cls <= {"integer"}:
+            return str
+        if pg_type == "text" and cls <= {"text"} and not census.text_nul and not census.invalid_utf8:
+            return _fast_text
+        if pg_type == "double precision" and cls <= {"real"}:
+            return pg_float
+    return CONVERTERS[pg_type]
+
+
+def _fast_text(v) -> str:
+    if type(v) is str:
+        return v.translate(_COPY_ESCAPE)
+    return _to_text(v)  # InvalidText: the precise error
+
+
+# ----------------------------------------------------------------------------
+# The same rendering, in SQL: PostgreSQL prints each stored value the way the
+# converters above print it, so md5(line) matches on both sides.
+# ----------------------------------------------------------------------------
+_SQL_ESCAPE = ("replace(replace(replace(replace({x}, E'\\\\', E'\\\\\\\\'), E'\\n', E'\\\\n'), "
+               "E'\\r', E'\\\\r'), E'\\t', E'\\\\t')")
+
+
+def field_sql(col_sql: str, pg_type: str) -> str:
+    """SQL rendering one column of a row as its COPY text field (NULL -> \\N)."""
+    if pg_type in ("text", "jsonb"):
+        expr = _SQL_ESCAPE.format(x=f"{col_sql}::text")
+    elif pg_type == "bytea":
+        expr = f"(E'\\\\\\\\x' || encode({col_sql}, 'hex'))"
+    else:
+        expr = f"{col_sql}::text"
+    return f"coalesce({expr}, E'\\\\N')"
+
+
+def row_hash_sql(cols: list[tuple[str, str]]) -> str:
+    """SQL for the signed 64-bit hash of one row; cols are (quoted column, pg type)."""
+    line = " || E'\\t' || ".join(field_sql(c, t) for c, t in cols) if cols else "''"
+    return f"('x' || left(md5({line}), 16))::bit(64)::bigint"
+
+
+def line_hash(line: str) -> int:
+    """Python side of row_hash_sql: the signed 64-bit prefix of md5(line)."""
+    from hashlib import md5
+    return int.from_bytes(md5(line.encode("utf-8")).digest()[:8], "big", signed=True)
+
+
+def fold(total: int) -> str:
+    """A table checksum: the sum of row hashes modulo 2**64, as 16 hex digits."""
+    return f"{total % 2**64:016x}"
+
+
+def float_bits(v: float) -> str:
+    return struct.pack(">d", v).hex()
