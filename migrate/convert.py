@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .errors import ConversionError
 from .schema import Table
-from .types import NULL, converter, describe, line_hash
+from .types import NULL, converter, describe, float_field_bits, line_hash
 
 
 @dataclass
@@ -34,6 +34,20 @@ class RowConverter:
         self.table = table
         self.convs = [converter(c.pg_type, c.census) for c in table.columns]
         self.pk_idx = [table.columns.index(c) for c in table.pk]
+        self.double_idx = [i for i, c in enumerate(table.columns) if c.pg_type == "double precision"]
+
+    def hash(self, line: str) -> int:
+        """The row hash of a COPY line, as types.row_hash_sql computes it in PostgreSQL."""
+        if self.double_idx:
+            fields = line.split("\t")
+            for i in self.double_idx:
+                if fields[i] != NULL:
+                    fields[i] = float_field_bits(fields[i])
+            line = "\t".join(fields)
+        return line_hash(line)
+
+    def hash_lines(self, lines) -> int:
+        return sum(map(self.hash, lines))
 
     def line(self, row) -> str:
         """The COPY line (without newline). Raises ConversionError; see explain()."""
@@ -72,6 +86,3 @@ class RowConverter:
 def _plain(v):
     return v if isinstance(v, (int, float, str)) or v is None else describe(v)
 
-
-def hash_lines(lines) -> int:
-    return sum(map(line_hash, lines))

@@ -168,7 +168,7 @@ class SourceDB:
             x = q(c.name)
             parts += [f"sum(typeof({x})='integer')", f"sum(typeof({x})='real')",
                       f"sum(typeof({x})='text')", f"sum(typeof({x})='blob')",
-                      f"sum(typeof({x})='real' AND abs({x})=9e999)",
+                      f"sum(typeof({x})='real' AND ({x}=9e999 OR {x}=-9e999))",
                       f"sum(typeof({x})='text' AND instr(CAST({x} AS BLOB), x'00')>0)"]
         row = self.query(f"SELECT {', '.join(parts)} FROM main.{q(t.name)}", where=f"table {t.name!r}")[0]
         t.rows = row[0]

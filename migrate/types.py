@@ -150,28 +150,25 @@ def describe(v) -> str:
     return r if len(r) <= 120 else r[:117] + "..."
 
 
-# -- floats: PostgreSQL's float8out (shortest round-trip, Ryu), character for character
+# -- floats: sent as Python's repr, which reads back as the same double (bit-exact).
+# PostgreSQL's own text output is Ryu's "shortest", which is not always the same
+# text as Python's shortest, so the checksum compares a double by its 8 bytes
+# (float8send in SQL, struct.pack here): see field_sql and RowConverter.hash.
 def pg_float(v: float) -> str:
     if v != v:
         return "NaN"
     if v in (math.inf, -math.inf):
         return "Infinity" if v > 0 else "-Infinity"
-    r = repr(v)
-    if "e" in r or "n" in r:  # Python is scientific exactly where PostgreSQL is too
-        return r
-    if r.endswith(".0"):
-        r = r[:-2]
-    if abs(v) >= 1e15:  # PostgreSQL switches to scientific one decade earlier than Python
-        sign = "-" if r[0] == "-" else ""
-        digits = r.lstrip("-").split(".")[0]
-        exp = len(digits) - 1
-        mant = digits.rstrip("0")
-        return f"{sign}{mant[0]}{'.' + mant[1:] if len(mant) > 1 else ''}e+{exp:02d}"
-    return r
+    return repr(v)
+
+
+def float_field_bits(field: str) -> str:
+    """A double's COPY field -> the hex of its IEEE bytes, as encode(float8send(x), 'hex')."""
+    return struct.pack(">d", float(field)).hex()
 
 
 # -- numeric: numeric_out (plain notation, scale kept, no negative zero)
-_NUMERIC_TEXT = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+_NUMERIC_TEXT = re.compile(r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$", re.ASCII)
 
 
 def pg_numeric(d: Decimal) -> str:
@@ -196,9 +193,9 @@ def _decimal_of_text(s: str) -> Decimal:
 
 # -- timestamps and dates
 _ISO = re.compile(
-    r"^\s*(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?\s*$"
+    r"^\s*([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]+))?)?)?"
+    r"\s*(Z|z|[+-][0-9]{2}(?::?[0-9]{2})?)?\s*$", re.ASCII
 )
 EPOCH = dt.datetime(1970, 1, 1)
 EPOCH_MS_THRESHOLD = 100_000_000_000  # |n| >= 1e11: milliseconds (1e11 s would be year 5138)
@@ -252,7 +249,7 @@ def to_datetime(v) -> dt.datetime:
             return parse_iso(v)
         except ConversionError:
             t = v.strip()
-            if re.fullmatch(r"[+-]?\d+", t):
+            if re.fullmatch(r"[+-]?[0-9]+", t, re.ASCII):
                 return _epoch(int(t))
             raise
     raise ConversionError("not a date/time")
@@ -371,7 +368,7 @@ def _to_bigint(v) -> str:
         return str(v)
     if isinstance(v, float) and v.is_integer() and -2**63 <= v < 2**63:
         return str(int(v))
-    if isinstance(v, str) and re.fullmatch(r"\s*[+-]?\d+\s*", v):
+    if isinstance(v, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", v, re.ASCII):
         n = int(v)
         if -2**63 <= n < 2**63:
             return str(n)
@@ -484,6 +481,8 @@ def field_sql(col_sql: str, pg_type: str) -> str:
         expr = _SQL_ESCAPE.format(x=f"{col_sql}::text")
     elif pg_type == "bytea":
         expr = f"(E'\\\\\\\\x' || encode({col_sql}, 'hex'))"
+    elif pg_type == "double precision":
+        expr = f"encode(float8send({col_sql}), 'hex')"
     else:
         expr = f"{col_sql}::text"
     return f"coalesce({expr}, E'\\\\N')"
@@ -505,6 +504,3 @@ def fold(total: int) -> str:
     """A table checksum: the sum of row hashes modulo 2**64, as 16 hex digits."""
     return f"{total % 2**64:016x}"
 
-
-def float_bits(v: float) -> str:
-    return struct.pack(">d", v).hex()

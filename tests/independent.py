@@ -49,6 +49,8 @@ def _same(src, dst) -> bool:
         return str(src) == dst
     if isinstance(dst, bytes) and isinstance(src, str):
         return src.encode() == dst
+    if isinstance(dst, bytes) and isinstance(src, (int, float)):  # bytea column: numbers as their text
+        return (str(src) if isinstance(src, int) else repr(src)).encode() == dst
     return src == dst
 
 

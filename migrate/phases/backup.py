@@ -19,7 +19,7 @@ import structlog
 
 from .. import __version__
 from ..codec import encoder
-from ..convert import RowConverter, hash_lines
+from ..convert import RowConverter
 from ..errors import BackupError
 from ..schema import Schema, Table
 from ..sqlite_source import NeedsMarking, SourceDB
@@ -94,7 +94,7 @@ def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking:
                 out.append(b"")
                 f.write(b"\n".join(out))
                 n_err = len(errors)
-                content += hash_lines(conv.lines(batch, rows, errors))
+                content += conv.hash_lines(conv.lines(batch, rows, errors))
                 t.conversion_errors += len(errors) - n_err
                 del errors[ERROR_SAMPLES:]  # keep a sample, count them all
                 rows += len(batch)

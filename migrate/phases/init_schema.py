@@ -69,9 +69,9 @@ def translate_default(col: Column) -> tuple[str | None, str | None]:
     value: object
     if re.fullmatch(r"'(?:[^']|'')*'", expr, re.S):
         value = expr[1:-1].replace("''", "'")
-    elif re.fullmatch(r"[+-]?\d+", expr):
+    elif re.fullmatch(r"[+-]?[0-9]+", expr):
         value = int(expr)
-    elif re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", expr):
+    elif re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", expr):
         value = float(expr)
     elif expr.upper() in ("TRUE", "FALSE"):
         value = 1 if expr.upper() == "TRUE" else 0
@@ -136,7 +136,7 @@ def run(schema: Schema, target: Target, *, replace: bool = False, restart: bool 
         if len(set(names)) != len(names):
             raise UsageError("two source tables map to the same PostgreSQL name")
         # decide for every table before touching any: nothing half-done on refusal
-        foreign, changed = [], []
+        foreign, changed, recreate = [], [], []
         for t in schema.tables:
             if t.pg_name not in existing:
                 continue
@@ -144,7 +144,8 @@ def run(schema: Schema, target: Target, *, replace: bool = False, restart: bool 
             if owned is None:
                 foreign.append(t.pg_name)
             elif owned["definition"] != definition_hash(plans[t.name][0]):
-                changed.append(t.pg_name)
+                # ours; if never loaded it holds no data of ours and is simply recreated
+                (changed if owned["status"] != "created" else recreate).append(t.pg_name)
         if foreign and not replace:
             raise ConflictError(
                 f"target schema {target.schema!r} already holds table(s) this tool did not create: "
@@ -166,7 +167,8 @@ def run(schema: Schema, target: Target, *, replace: bool = False, restart: bool 
                 if w not in t.notes:
                     t.notes.append(w)
             drop = t.pg_name in existing and (
-                t.pg_name in foreign or t.pg_name in changed or (restart and t.pg_name in state))
+                t.pg_name in foreign or t.pg_name in changed or t.pg_name in recreate
+                or (restart and t.pg_name in state))
             if t.pg_name in existing and not drop:
                 outcome[t.name] = "kept"
                 continue

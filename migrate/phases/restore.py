@@ -26,7 +26,7 @@ from ..convert import RowConverter
 from ..errors import BackupError, DataError, MigrateError, TargetError
 from ..postgres_target import Target, classify
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
-from ..types import fold, line_hash
+from ..types import fold
 from .init_schema import has_identity
 
 log = structlog.get_logger()
@@ -83,7 +83,7 @@ class _CopyStream:
                                                "--on-error reject to load the other rows and list the bad ones")
             self._reject(errors, lines)
         self.loaded += len(out)
-        self.content += sum(map(line_hash, out))
+        self.content += self.conv.hash_lines(out)
         out.append("")
         return "\n".join(out).encode("utf-8")
 

@@ -21,7 +21,7 @@ from ..errors import BackupError
 from ..postgres_target import Target, classify
 from ..schema import Schema, Table, q
 from ..sqlite_source import NeedsMarking, SourceDB
-from ..types import field_sql, fold, line_hash, row_hash_sql
+from ..types import field_sql, fold, row_hash_sql
 from .init_schema import has_identity
 
 log = structlog.get_logger()
@@ -37,7 +37,7 @@ def expected_from_source(src: SourceDB, t: Table, limit: int | None = None) -> N
             rows = total = 0
             errors: list = []
             for batch in src.rows(t, limit=limit, marking=marking):
-                total += sum(map(line_hash, conv.lines(batch, rows, errors)))
+                total += conv.hash_lines(conv.lines(batch, rows, errors))
                 rows += len(batch)
             t.rows, t.checksum, t.conversion_errors = rows, fold(total), len(errors)
             return
@@ -77,13 +77,14 @@ def _diff(cur, target: Target, t: Table, backup_dir, src) -> list[str]:
     cur.execute(f"SELECT {key_sql}, {row_hash_sql(cols)} FROM {target.qualified(t.pg_name)}")
     actual = dict(cur.fetchall())
     missing, changed = [], []
+    conv = RowConverter(t)
     for line in _expected_lines(t, backup_dir, src):
         fields = line.split("\t")
         key = "\t".join(fields[i] for i in pk_idx)
         h = actual.pop(key, None)
         if h is None:
             missing.append(key)
-        elif h != line_hash(line):
+        elif h != conv.hash(line):
             changed.append(key)
     names = ", ".join(c.name for c in t.pk)
     out = []
