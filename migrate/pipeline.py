@@ -139,10 +139,10 @@ def cmd_backup(s: Settings) -> dict:
 
 def cmd_init_schema(s: Settings) -> dict:
     _require(s, "target")
+    target = make_target(s)  # configuration first: nothing is opened when it is wrong
     schema, src, _ = schema_from(s)
     if src:
         src.close()
-    target = make_target(s)
     target.wait(s.wait_timeout)
     target.lock(s.lock_timeout)
     try:
@@ -153,10 +153,10 @@ def cmd_init_schema(s: Settings) -> dict:
 
 def cmd_verify(s: Settings) -> list[dict]:
     _require(s, "target")
-    schema, src, _ = schema_from(s)
     target = make_target(s)
-    target.wait(s.wait_timeout)
+    schema, src, _ = schema_from(s)
     try:
+        target.wait(s.wait_timeout)
         if src:
             for t in schema.tables:
                 verify_phase.expected_from_source(src, t, s.limit)

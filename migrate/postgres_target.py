@@ -75,7 +75,7 @@ class Target:
         if password and not u.password:
             u = u.set(password=password)
         self.url = u
-        self.display = u.render_as_string(hide_password=True)
+        self.display = u.set(drivername="postgresql").render_as_string(hide_password=True)
         self.schema = schema
         opts = f"-c statement_timeout={int(statement_timeout_s * 1000)}" if statement_timeout_s else ""
         self.engine = sa.create_engine(u, poolclass=NullPool)

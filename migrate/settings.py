@@ -104,6 +104,7 @@ class Settings:
             values.setdefault(name, value)
         secrets = {name: read_secret(name, env) for name in SECRETS}
         s = cls(values=values, secrets={k: v for k, v in secrets.items() if v})
+        s.column_type_overrides()  # validated now, before anything is opened
         from .log import register_secret
         for v in s.secrets.values():
             register_secret(v)

@@ -138,7 +138,8 @@ def compare(sqlite_path: str, pg_url: str, password: str | None, schema: str = "
             if seq is None:
                 problems.append(f"{t}.{pk[0]}: no identity/sequence")
             else:
-                cur.execute(f'SELECT nextval(%s) > coalesce((SELECT max("{pk[0]}") FROM "{schema}"."{t}"), 0)', (seq,))
+                cur.execute(f'SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END > '
+                            f'coalesce((SELECT max("{pk[0]}") FROM "{schema}"."{t}"), 0) FROM {seq}')
                 if not cur.fetchone()[0]:
                     problems.append(f"{t}.{pk[0]}: next id collides with existing rows")
     raw.rollback()

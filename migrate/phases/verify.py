@@ -96,6 +96,14 @@ def _diff(cur, target: Target, t: Table, backup_dir, src) -> list[str]:
     return out
 
 
+def fingerprint(cur, target: Target, t: Table) -> tuple[int, str]:
+    """(row count, content checksum) of a target table, computed by PostgreSQL."""
+    cols = [(q(c.pg_name), c.pg_type) for c in t.columns]
+    cur.execute(f"SELECT count(*), coalesce(sum({row_hash_sql(cols)}), 0) FROM {target.qualified(t.pg_name)}")
+    n, total = cur.fetchone()
+    return n, fold(int(total))
+
+
 def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
                  src: SourceDB | None = None) -> dict:
     start = time.monotonic()
@@ -108,10 +116,8 @@ def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
         res["verdict"] = "missing"
         res["problems"].append(f"table {t.pg_name!r} does not exist in schema {target.schema!r}")
         return res
-    cols = [(q(c.pg_name), c.pg_type) for c in t.columns]
-    cur.execute(f"SELECT count(*), coalesce(sum({row_hash_sql(cols)}), 0) FROM {target.qualified(t.pg_name)}")
-    n, total = cur.fetchone()
-    res["target_rows"], res["target_checksum"] = n, fold(int(total))
+    n, res["target_checksum"] = fingerprint(cur, target, t)
+    res["target_rows"] = n
     if n != expected_rows:
         res["verdict"] = "count differs"
         res["problems"].append(f"{n} rows in target, {expected_rows} expected")
