@@ -20,6 +20,8 @@ EPILOG_EXIT = "exit codes:\n" + "\n".join(f"  {c:>3} {n:<12} {m}" for c, n, m, _
 def _common(p: argparse.ArgumentParser, *, source=False, target=False, backup=False, report=False) -> None:
     if source:
         p.add_argument("--source", help="SQLite file path or sqlite:/// URL [MIGRATE_SOURCE]")
+        p.add_argument("--source-timeout", type=float, help="seconds to wait while another process "
+                                                            "locks the source (default 30) [MIGRATE_SOURCE_TIMEOUT]")
     if target:
         p.add_argument("--target", help="PostgreSQL URL; put the password in MIGRATE_TARGET_PASSWORD_FILE "
                                         "or MIGRATE_TARGET_PASSWORD, not here [MIGRATE_TARGET, DATABASE_URL]")

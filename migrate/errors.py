@@ -37,7 +37,7 @@ class MigrateError(Exception):
         self.details = details or {}
 
 
-class Transient:
+class Transient(Exception):
     """Mix-in: retrying the same operation may succeed."""
 
 

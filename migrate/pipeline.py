@@ -69,7 +69,7 @@ def filter_tables(schema: Schema, include: list[str], exclude: list[str]) -> lis
 
 
 def open_source(s: Settings) -> tuple[SourceDB, Schema, list[str]]:
-    src = SourceDB(s.source)
+    src = SourceDB(s.source, s.source_timeout)
     try:
         schema = src.read_schema(census=True)
         partial = filter_tables(schema, s.tables, s.exclude_tables)
@@ -84,7 +84,8 @@ def open_source(s: Settings) -> tuple[SourceDB, Schema, list[str]]:
 
 def make_target(s: Settings) -> Target:
     return Target(s.target, s.target_schema, connect_timeout=s.connect_timeout,
-                  statement_timeout_s=s.statement_timeout, password=s.secrets.get("target_password"))
+                  statement_timeout_s=s.statement_timeout, lock_timeout_s=s.lock_timeout,
+                  retry_s=s.wait_timeout, password=s.secrets.get("target_password"))
 
 
 def schema_from(s: Settings) -> tuple[Schema, SourceDB | None, list[str]]:
@@ -207,7 +208,7 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
         ctx["schema"] = schema
         with src:
             step("init schema")
-            init_phase.run(schema, target, replace=s.replace, restart=s.restart)
+            target.retrying("init schema", init_phase.run, schema, target, replace=s.replace, restart=s.restart)
             step("backup")
             backup_phase.run(src.path, s.backup_dir, schema, src, s.limit)
     else:
@@ -215,20 +216,20 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
         schema, _, ctx["partial"] = schema_from(s)
         ctx["schema"] = schema
         step("init schema")
-        init_phase.run(schema, target, replace=s.replace, restart=s.restart)
+        target.retrying("init schema", init_phase.run, schema, target, replace=s.replace, restart=s.restart)
     conversion_failure(schema, s.on_error)
     step("restore")
-    ctx["load"] = restore_phase.load(schema, s.backup_dir, target, on_error=s.on_error)
+    ctx["load"] = restore_phase.load(schema, s.backup_dir, target, on_error=s.on_error)  # retries per table
     if s.seed_admin:
         step("seed admin")
         from .phases import seed_admin
         ctx["notes"].append(seed_admin.run(s, target))
     step("post-data")
-    notes, errors = restore_phase.post_data(schema, target, orphans=s.orphans)
+    notes, errors = target.retrying("post-data", restore_phase.post_data, schema, target, orphans=s.orphans)
     ctx["notes"] += notes
     ctx["errors"] += errors
     step("verify")
-    ctx["verify"] = verify_phase.run(schema, target, backup_dir=s.backup_dir)
+    ctx["verify"] = target.retrying("verify", verify_phase.run, schema, target, backup_dir=s.backup_dir)
     structlog.contextvars.unbind_contextvars("phase")
 
 

@@ -35,6 +35,7 @@ TRANSIENT_MARKERS = (
     "no route to host", "connection reset", "terminating connection", "could not receive data",
     "could not send data", "the database system is in recovery mode", "name or service not known",
     "temporary failure in name resolution", "connection timed out", "ssl syscall error",
+    "invalid socket", "connection not open", "ssl connection has been closed", "administrator command",
 )
 
 
@@ -45,11 +46,17 @@ def mask_url(url: str) -> str:
         return "<unparseable URL>"
 
 
+TRANSIENT_ERRORS = (psycopg2.errors.AdminShutdown, psycopg2.errors.SerializationFailure,
+                    psycopg2.errors.DeadlockDetected, psycopg2.errors.LockNotAvailable,
+                    psycopg2.errors.CannotConnectNow)
+
+
 def classify(e: Exception, where: str) -> Exception:
     """psycopg2 error -> TargetUnavailable (retry) or TargetError (final)."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     low = str(e).lower()
-    if any(m in low for m in TRANSIENT_MARKERS) or isinstance(e, psycopg2.errors.AdminShutdown):
+    if any(m in low for m in TRANSIENT_MARKERS) or isinstance(e, TRANSIENT_ERRORS) or (
+            isinstance(e, (psycopg2.OperationalError, psycopg2.InterfaceError)) and "closed" in low):
         return TargetUnavailable(f"{where}: {msg}")
     if "password authentication failed" in low or "no password supplied" in low:
         return TargetError(f"{where}: authentication failed (check the password for this user)")
@@ -62,7 +69,8 @@ def classify(e: Exception, where: str) -> Exception:
 
 class Target:
     def __init__(self, url: str, schema: str = "public", *, connect_timeout: int = 10,
-                 statement_timeout_s: int = 0, password: str | None = None):
+                 statement_timeout_s: float = 0, lock_timeout_s: float = 60, retry_s: float = 60,
+                 password: str | None = None):
         if not url:
             raise UsageError("no target: give --target or set MIGRATE_TARGET (or DATABASE_URL)")
         try:
@@ -77,15 +85,19 @@ class Target:
         self.url = u
         self.display = u.set(drivername="postgresql").render_as_string(hide_password=True)
         self.schema = schema
-        opts = f"-c statement_timeout={int(statement_timeout_s * 1000)}" if statement_timeout_s else ""
+        # no statement waits forever: for a table lock (lock_timeout), or at all (statement_timeout)
+        opts = f"-c lock_timeout={int(lock_timeout_s * 1000)}"
+        if statement_timeout_s:
+            opts += f" -c statement_timeout={int(statement_timeout_s * 1000)}"
         self.engine = sa.create_engine(u, poolclass=NullPool)
         # libpq keyword arguments, as SQLAlchemy's dialect derives them from the URL
         # (query parameters such as sslmode and sslrootcert pass through)
         cargs, self._params = self.engine.dialect.create_connect_args(u)
         self._params.update(connect_timeout=connect_timeout, application_name="migrate")
-        if opts:
-            self._params["options"] = opts
+        self._params["options"] = opts
         self._lock_conn = None
+        self._lock_timeout = lock_timeout_s
+        self.retry_s = retry_s
 
     # -- connections -------------------------------------------------------
     def connect(self):
@@ -160,6 +172,43 @@ class Target:
                                   hint="wait for it to finish, or raise --lock-timeout")
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         self._lock_conn = conn
+
+    def ensure_lock(self) -> None:
+        """After a server restart the lock went with the old session: take it again."""
+        if self._lock_conn is None:
+            return
+        try:
+            with self._lock_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        except psycopg2.Error:
+            try:
+                self._lock_conn.close()
+            except psycopg2.Error:
+                pass
+            self._lock_conn = None
+            log.warning("lost the run lock with the server connection; taking it again")
+            self.lock(self._lock_timeout)
+
+    def retrying(self, what: str, fn, *args, **kwargs):
+        """Run fn, retrying it on transient failures (server restart, serialization
+        failure, deadlock) with capped exponential backoff for up to retry_s seconds.
+        fn must be safe to repeat: every caller redoes a whole table or step."""
+        attempt = 0
+        for tr in Retrying(retry=retry_if_exception_type(Transient), stop=stop_after_delay(self.retry_s),
+                           wait=wait_exponential(multiplier=0.5, max=10), reraise=True):
+            with tr:
+                attempt += 1
+                if attempt > 1:
+                    log.warning(f"retrying {what}", attempt=attempt)
+                    self.ensure_lock()
+                try:
+                    try:
+                        return fn(*args, **kwargs)
+                    except psycopg2.Error as e:  # anything a phase did not classify itself
+                        raise classify(e, what) from None
+                except Transient as e:
+                    log.warning(f"{what}: transient failure", reason=getattr(e, "message", str(e)), attempt=attempt)
+                    raise
 
     def unlock(self) -> None:
         if self._lock_conn is not None:

@@ -25,6 +25,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], object, type]] = {
     "wait_timeout": (("MIGRATE_WAIT_TIMEOUT",), 60.0, float),
     "lock_timeout": (("MIGRATE_LOCK_TIMEOUT",), 60.0, float),
     "connect_timeout": (("MIGRATE_CONNECT_TIMEOUT",), 10, int),
+    "source_timeout": (("MIGRATE_SOURCE_TIMEOUT",), 30.0, float),
     "statement_timeout": (("MIGRATE_STATEMENT_TIMEOUT",), 0.0, float),
     "log_format": (("MIGRATE_LOG_FORMAT",), "auto", str),
     "log_level": (("MIGRATE_LOG_LEVEL",), "info", str),

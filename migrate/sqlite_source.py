@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import urllib.parse
 from typing import Iterator
 
@@ -32,17 +33,28 @@ def source_path(source: str) -> str:
 
 
 def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise SourceError(f"source {path!r}: no such file")
-    if os.path.isdir(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SourceError(f"source {path!r}: no such file") from None
+    except PermissionError:
+        raise SourceError(f"source {path!r}: permission denied (a directory on its path is not "
+                          f"accessible to uid {os.getuid()})") from None
+    except OSError as e:
+        raise SourceError(f"source {path!r}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise SourceError(f"source {path!r}: is a directory, not a SQLite file")
-    if not os.access(path, os.R_OK):
-        raise SourceError(f"source {path!r}: permission denied (not readable by uid {os.getuid()})")
-    if os.path.getsize(path) == 0:
+    if st.st_size == 0:
         raise SourceError(f"source {path!r}: empty file (0 bytes), not a SQLite database")
-    with open(path, "rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            raise SourceError(f"source {path!r}: not a SQLite database (bad header)")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except PermissionError:
+        raise SourceError(f"source {path!r}: permission denied (not readable by uid {os.getuid()})") from None
+    except OSError as e:
+        raise SourceError(f"source {path!r}: {e.strerror}") from None
+    if header != b"SQLite format 3\x00":
+        raise SourceError(f"source {path!r}: not a SQLite database (bad header)")
 
 
 def _decode_marking(b: bytes):
@@ -55,13 +67,14 @@ def _decode_marking(b: bytes):
 class SourceDB:
     """One read-only connection holding one read snapshot for its whole life."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, busy_timeout_s: float = BUSY_TIMEOUT_S):
         self.path = source_path(source)
+        self.busy_timeout_s = busy_timeout_s
         _check_file(self.path)
         uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
         try:
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                        timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+                                        timeout=busy_timeout_s, check_same_thread=False)
             self.conn.execute("BEGIN")
             # the first read fixes the snapshot
             self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -71,7 +84,7 @@ class SourceDB:
     def error(self, e: Exception, where: str = "") -> SourceError:
         msg = str(e)
         if "locked" in msg or "busy" in msg:
-            reason = f"database is locked by another process (waited {BUSY_TIMEOUT_S:.0f} s)"
+            reason = f"database is locked by another process (waited {self.busy_timeout_s:g} s)"
         elif "not a database" in msg or "malformed" in msg or "corrupt" in msg:
             reason = f"corrupt or not a SQLite database ({msg})"
         else:

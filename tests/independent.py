@@ -42,7 +42,7 @@ def _same(src, dst) -> bool:
     if isinstance(dst, dt.date):
         return dt.date.fromisoformat(src.strip()[:10]) == dst
     if isinstance(dst, (dict, list)) or (isinstance(dst, (int, str)) and isinstance(src, str) and _is_json_col):
-        return json.loads(src, parse_float=Decimal) == dst
+        return json.loads(src) == dst
     if isinstance(dst, str) and not isinstance(src, str):
         if isinstance(src, float):
             return repr(src) == dst

@@ -40,8 +40,9 @@ def sha256_file(path: str) -> str:
 
 
 def _fail(e: OSError, path: str) -> BackupError:
-    if e.errno == errno.ENOSPC:
-        return BackupError(f"backup {path!r}: disk full (no space left on device)")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return BackupError(f"backup {path!r}: disk full ({e.strerror}); the backup is incomplete "
+                           "and has no manifest")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return BackupError(f"backup {path!r}: not writable ({e.strerror})")
     return BackupError(f"backup {path!r}: {e.strerror or e}")

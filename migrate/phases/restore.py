@@ -23,7 +23,7 @@ import structlog
 
 from ..codec import decoder
 from ..convert import RowConverter
-from ..errors import BackupError, DataError, MigrateError, TargetError
+from ..errors import BackupError, DataError, MigrateError, TargetError, TargetUnavailable
 from ..postgres_target import Target, classify
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
 from ..types import fold
@@ -128,7 +128,10 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str) -
             target.set_state(cur, t.pg_name, status="loaded", rows=stream.loaded, checksum=fold(stream.content))
         conn.commit()
     except Exception as e:
-        conn.rollback()
+        try:
+            conn.rollback()
+        except psycopg2.Error:
+            pass  # the connection is gone; the server rolled the transaction back
         if stream.error is not None and isinstance(stream.error, MigrateError):
             raise stream.error from None
         if isinstance(e, MigrateError):
@@ -156,32 +159,65 @@ def drop_foreign_keys(schema: Schema, target: Target, conn) -> None:
 
 
 def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fail") -> dict[str, dict]:
-    """Load every table (parents first), skipping those already loaded with the same content."""
-    conn = target.connect()
+    """Load every table (parents first), skipping those already loaded with the same
+    content. A transient failure (e.g. the server restarting) redoes the current table."""
+    conn = target.retrying("connecting", _prepare, schema, target)
     results: dict[str, dict] = {}
     try:
-        target.ensure_state(conn)
-        state = target.state(conn)
-        drop_foreign_keys(schema, target, conn)
         for t in schema.restore_order():
-            st = state.get(t.pg_name, {})
-            expected = (t.rows - t.conversion_errors, t.checksum)
-            if st.get("status") == "loaded" and (st.get("rows"), st.get("checksum")) == expected:
-                # recorded as loaded: skip it only if its content is still exactly that
-                with conn.cursor() as cur:
-                    if fingerprint(cur, target, t) == expected:
-                        conn.rollback()
-                        results[t.name] = {"rows": t.rows, "loaded": t.rows, "rejected": 0,
-                                           "checksum": t.checksum, "seconds": 0.0, "skipped": "already loaded"}
-                        log.info("table already loaded by an earlier run; skipped", table=t.name, rows=t.rows)
-                        continue
-                conn.rollback()
-            log.info("loading table", table=t.name, rows=t.rows)
-            results[t.name] = load_table(target, conn, t, backup_dir, on_error)
-            log.info("table loaded", table=t.name, **results[t.name])
+            conn = target.retrying(f"loading table {t.name!r}", _load_one, target, conn, t, backup_dir,
+                                   on_error, results)
         return results
     finally:
+        if conn is not None:
+            conn.close()
+
+
+def _prepare(schema: Schema, target: Target):
+    conn = target.connect()
+    try:
+        target.ensure_state(conn)
+        drop_foreign_keys(schema, target, conn)
+    except psycopg2.Error as e:
         conn.close()
+        raise classify(e, "preparing the load") from None
+    return conn
+
+
+def _load_one(target: Target, conn, t: Table, backup_dir: str, on_error: str, results: dict):
+    """One table; returns the connection to go on with (a fresh one after a failure)."""
+    if conn is None or conn.closed:
+        conn = target.connect()
+    try:
+        expected = (t.rows - t.conversion_errors, t.checksum)
+        st = target.state(conn).get(t.pg_name, {})
+        if st.get("status") == "loaded" and (st.get("rows"), st.get("checksum")) == expected:
+            # recorded as loaded: skip it only if its content is still exactly that
+            with conn.cursor() as cur:
+                same = fingerprint(cur, target, t) == expected
+            conn.rollback()
+            if same:
+                results[t.name] = {"rows": t.rows, "loaded": expected[0], "rejected": t.conversion_errors,
+                                   "checksum": t.checksum, "seconds": 0.0, "skipped": "already loaded"}
+                log.info("table already loaded by an earlier run; skipped", table=t.name, rows=t.rows)
+                return conn
+        log.info("loading table", table=t.name, rows=t.rows)
+        results[t.name] = load_table(target, conn, t, backup_dir, on_error)
+        log.info("table loaded", table=t.name, **results[t.name])
+        return conn
+    except psycopg2.Error as e:
+        _close_quietly(conn)
+        raise classify(e, f"loading table {t.name!r}") from None
+    except TargetUnavailable:
+        _close_quietly(conn)
+        raise
+
+
+def _close_quietly(conn) -> None:
+    try:
+        conn.close()
+    except psycopg2.Error:
+        pass
 
 
 # ---------------------------------------------------------------- post-data --

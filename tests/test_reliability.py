@@ -1,0 +1,183 @@
+"""Safe to re-run: kill -9 at random moments, a server restart mid-load, two runs at once,
+hostile files and targets. Real processes, a real server."""
+import hashlib
+import os
+import random
+import resource
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from conftest import ROOT, Cluster, pg_connect, run_cli
+from independent import compare
+
+sys.path.insert(0, ROOT)
+from examples.app.generate_sample import generate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def big_db(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("big") / "big.db")
+    generate(path, users=500, datasets=2000, jobs=120_000)
+    return path
+
+
+def _popen(args, env):
+    return subprocess.Popen([sys.executable, "-m", "migrate", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_kill_9_at_random_moments_then_rerun_converges(big_db, tmp_path, pgdb, env, server):
+    src = str(tmp_path / "src.db")
+    shutil.copy(big_db, src)
+    before = sha(src)
+    args = ["run", "--source", src, "--target", pgdb, "--backup-dir", str(tmp_path / "b")]
+    rng = random.Random(20261123)
+    for _ in range(6):
+        p = _popen(args, env)
+        time.sleep(rng.uniform(0.3, 4.0))
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    r = run_cli(args, env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert compare(src, pgdb, server.password) == []
+    assert sha(src) == before and not os.path.exists(src + "-wal") and not os.path.exists(src + "-journal")
+
+
+def test_server_restart_mid_load_retries_the_table(big_db, tmp_path, env):
+    base = tempfile.mkdtemp(prefix="migrate-restart-")
+    cluster = Cluster(base).start()
+    try:
+        conn = cluster_connect(cluster)
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE app")
+        conn.close()
+        url = cluster.url.rsplit("/", 1)[0] + "/app"
+        e = {**env, "MIGRATE_TARGET_PASSWORD": cluster.password}
+        p = _popen(["run", "--source", big_db, "--target", url, "--backup-dir", str(tmp_path / "b"),
+                    "--log-format", "json"], e)
+        deadline = time.time() + 120
+        log = []
+        for line in p.stderr:  # restart the server once the big table is being loaded
+            log.append(line)
+            if '"loading table"' in line and '"trainingjob"' in line:
+                cluster.restart()
+                break
+            assert time.time() < deadline
+        out, err = p.communicate(timeout=300)
+        log.append(err)
+        text = "".join(log)
+        assert p.returncode == 0, text[-3000:]
+        assert "retrying loading table 'trainingjob'" in text
+        assert compare(big_db, url, cluster.password) == []
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def cluster_connect(cluster):
+    import psycopg2
+    return psycopg2.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
+                            dbname="postgres")
+
+
+def test_two_runs_at_once_one_waits_for_the_other(big_db, tmp_path, pgdb, env, server):
+    a = _popen(["run", "--source", big_db, "--target", pgdb, "--backup-dir", str(tmp_path / "a")], env)
+    time.sleep(0.5)
+    b = _popen(["run", "--source", big_db, "--target", pgdb, "--backup-dir", str(tmp_path / "b"),
+                "--lock-timeout", "300"], env)
+    out_a, err_a = a.communicate(timeout=300)
+    out_b, err_b = b.communicate(timeout=300)
+    assert a.returncode == 0, err_a[-2000:]
+    assert b.returncode == 0, err_b[-2000:]
+    assert "another migration holds the lock; waiting" in err_b
+    assert "already loaded by an earlier run; skipped" in err_b
+    assert compare(big_db, pgdb, server.password) == []
+
+
+def test_second_run_gives_up_on_the_lock_with_exit_8(big_db, tmp_path, pgdb, env):
+    conn = pg_connect_url(env, pgdb)
+    cur = conn.cursor()
+    cur.execute("SELECT pg_advisory_lock(%s, hashtext('migrate:public'))", (0x6D696772,))
+    r = run_cli(["run", "--source", big_db, "--target", pgdb, "--backup-dir", str(tmp_path / "b"),
+                 "--lock-timeout", "1"], env)
+    assert r.returncode == 8
+    assert "still holds the lock after 1 s" in r.stderr
+    conn.close()  # a dead holder leaves nothing behind: the next run gets the lock at once
+    r = run_cli(["init-schema", "--source", big_db, "--target", pgdb, "--lock-timeout", "5"], env)
+    assert r.returncode == 0, r.stderr
+
+
+def pg_connect_url(env, url):
+    import psycopg2
+    import sqlalchemy as sa
+    u = sa.engine.make_url(url)
+    return psycopg2.connect(host=u.host, port=u.port, user=u.username, dbname=u.database,
+                            password=env["MIGRATE_TARGET_PASSWORD"])
+
+
+def test_locked_source_fails_clearly_after_timeout(tmp_path, cli):
+    src = str(tmp_path / "locked.db")
+    c = sqlite3.connect(src, isolation_level=None)
+    c.execute("CREATE TABLE t (x)")
+    c.execute("BEGIN EXCLUSIVE")
+    c.execute("INSERT INTO t VALUES (1)")
+    r = cli("plan", "--source", src, "--source-timeout", "1")
+    assert r.returncode == 3
+    assert "database is locked by another process (waited 1 s)" in r.stderr
+    c.execute("ROLLBACK")
+    c.close()
+
+
+def test_disk_full_while_writing_backup_leaves_no_manifest(big_db, tmp_path, env):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+    r = subprocess.run([sys.executable, "-m", "migrate", "backup", "--source", big_db, "--backup-dir",
+                        str(tmp_path / "b")], env=env, cwd=ROOT, capture_output=True, text=True,
+                       preexec_fn=limit)
+    assert r.returncode == 10, r.stderr[-2000:]
+    assert "disk full" in r.stderr and "has no manifest" in r.stderr
+    assert not (tmp_path / "b" / "manifest.json").exists()
+
+
+def test_unreadable_source_permission_denied(tmp_path, env):
+    d = tempfile.mkdtemp(prefix="migrate-perm-")
+    os.chmod(d, 0o755)
+    src = os.path.join(d, "secret.db")
+    sqlite3.connect(src).execute("CREATE TABLE t (x)").connection.commit()
+    os.chmod(src, 0o000)
+    # as root every file is readable: the CLI drops to 'nobody' after importing itself
+    drop = "os.setgid(65534); os.setuid(65534); " if os.geteuid() == 0 else ""
+    code = ("import os, sys, migrate.cli, migrate.pipeline, migrate.plan; " + drop +
+            "sys.exit(migrate.cli.main(['plan', '--source', sys.argv[1]]))")
+    r = subprocess.run([sys.executable, "-c", code, str(src)], env=env, cwd=ROOT, capture_output=True, text=True)
+    shutil.rmtree(d)
+    assert r.returncode == 3, r.stderr
+    assert "permission denied (not readable by uid" in r.stderr
+
+
+def test_no_privileges_on_target_exit_4(make_sqlite, tmp_path, pgdb, server, cli):
+    conn = pg_connect(server, pgdb)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("DROP ROLE IF EXISTS weak")
+    cur.execute("CREATE ROLE weak LOGIN PASSWORD 'weak-pw'")
+    cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    conn.close()
+    src = make_sqlite("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+    url = pgdb.replace("postgres@", "weak@")
+    r = cli("run", "--source", src, "--target", url, "--backup-dir", str(tmp_path / "b"),
+            extra_env={"MIGRATE_TARGET_PASSWORD": "weak-pw"})
+    assert r.returncode == 4, r.stderr
+    assert "no privileges: permission denied" in r.stderr
+    assert "weak-pw" not in r.stderr + r.stdout
