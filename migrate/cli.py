@@ -61,6 +61,27 @@ def _write_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="trial run: at most N rows per table (reported as partial)")
 
 
+def _admin_opts(p: argparse.ArgumentParser, seeding_flag: bool) -> None:
+    if seeding_flag:
+        p.add_argument("--seed-admin", action="store_true", default=None,
+                       help="seed the admin user right after its table loads (see seed-admin) [MIGRATE_SEED_ADMIN]")
+        p.add_argument("--fill-null", dest="fill_null", action="append", metavar="TABLE.COLUMN=VALUE",
+                       help="put VALUE where the column is NULL; VALUE @admin is the admin user's id "
+                            "(repeatable; reported) [MIGRATE_FILL_NULL]")
+    p.add_argument("--admin-table", help="the application's user table (default user) [MIGRATE_ADMIN_TABLE]")
+    p.add_argument("--admin-username", help="default admin [MIGRATE_ADMIN_USERNAME]")
+    p.add_argument("--admin-email", help="default admin@example.com [MIGRATE_ADMIN_EMAIL]")
+    p.add_argument("--admin-full-name", help="default Administrator [MIGRATE_ADMIN_FULL_NAME]")
+    p.add_argument("--admin-role", help="default admin [MIGRATE_ADMIN_ROLE]")
+    p.add_argument("--admin-column", dest="admin_columns", action="append", metavar="KEY=COLUMN",
+                   help="column names when they differ from id, username, email, hashed_password, full_name, "
+                        "role, is_active, created_at [MIGRATE_ADMIN_COLUMNS]")
+    p.add_argument("--update", action="store_true", default=None,
+                   help="update an existing admin (password, email, name, role) instead of leaving it alone")
+    p.add_argument("--generate-password", metavar="FILE",
+                   help="no password configured: generate one into FILE (mode 0600)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m migrate", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -78,8 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--report report.json")
     _common(p, source=True, target=True, backup=True, report=True)
     _write_opts(p)
-    p.add_argument("--seed-admin", action="store_true", default=None,
-                   help="seed the admin user between restore and post-data (see seed-admin) [MIGRATE_SEED_ADMIN]")
+    _admin_opts(p, seeding_flag=True)
     p = cmd("backup", "write the JSON backup (one JSON Lines file per table + manifest.json)",
             "python -m migrate backup --source app.db --backup-dir ./backup")
     _common(p, source=True, backup=True)
@@ -93,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
             "python -m migrate restore --backup-dir ./backup --target postgresql://app@db/app")
     _common(p, target=True, backup=True, report=True)
     _write_opts(p)
-    p.add_argument("--seed-admin", action="store_true", default=None, help="seed the admin user (see seed-admin)")
+    _admin_opts(p, seeding_flag=True)
+    p = cmd("seed-admin", "create the application's admin user if absent (idempotent); password from "
+                          "MIGRATE_ADMIN_PASSWORD_FILE or MIGRATE_ADMIN_PASSWORD, stored as a bcrypt hash",
+            "MIGRATE_ADMIN_PASSWORD_FILE=/run/secrets/admin python -m migrate seed-admin --target postgresql://app@db/app")
+    _common(p, target=True)
+    _admin_opts(p, seeding_flag=False)
     p = cmd("verify", "compare counts and content checksums of source (or backup) and target",
             "python -m migrate verify --source app.db --target postgresql://app@db/app")
     _common(p, source=True, target=True, backup=True, report=True)
@@ -156,6 +181,8 @@ def _dispatch(command: str, s: Settings, flags: dict) -> int:
         out = pipeline.cmd_init_schema(s)
         for name, what in out.items():
             print(f"{what:<8} {name}")
+    elif command == "seed-admin":
+        print(pipeline.cmd_seed_admin(s))
     elif command == "verify":
         results = pipeline.cmd_verify(s)
         bad = [r for r in results if r["verdict"] != "ok"]

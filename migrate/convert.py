@@ -30,9 +30,15 @@ class RowError:
 
 
 class RowConverter:
-    def __init__(self, table: Table):
+    """fills: {column name: value} put in place of NULL (--fill-null), counted in .filled."""
+
+    def __init__(self, table: Table, fills: dict | None = None):
         self.table = table
         self.convs = [converter(c.pg_type, c.census) for c in table.columns]
+        self.fills = [(i, fills[c.name]) for i, c in enumerate(table.columns) if c.name in (fills or {})]
+        self.filled = 0
+        if self.fills:
+            self.line = self._line_filling
         self.pk_idx = [table.columns.index(c) for c in table.pk]
         self.double_idx = [i for i, c in enumerate(table.columns) if c.pg_type == "double precision"]
 
@@ -52,6 +58,14 @@ class RowConverter:
     def line(self, row) -> str:
         """The COPY line (without newline). Raises ConversionError; see explain()."""
         return "\t".join([NULL if v is None else f(v) for f, v in zip(self.convs, row)])
+
+    def _line_filling(self, row) -> str:
+        row = list(row)
+        for i, value in self.fills:
+            if row[i] is None:
+                row[i] = value
+                self.filled += 1
+        return RowConverter.line(self, row)
 
     def explain(self, row, ordinal: int) -> RowError:
         """Which column of a failing row failed, and why."""

@@ -23,7 +23,7 @@ from .phases import restore as restore_phase
 from .phases import verify as verify_phase
 from .postgres_target import Target
 from .report import build, summary_table, write
-from .schema import Schema
+from .schema import Schema, q
 from .settings import Settings
 from .sqlite_source import SourceDB
 
@@ -152,6 +152,18 @@ def cmd_init_schema(s: Settings) -> dict:
         target.unlock()
 
 
+def cmd_seed_admin(s: Settings) -> str:
+    from .phases import seed_admin
+    _require(s, "target")
+    target = make_target(s)
+    target.wait(s.wait_timeout)
+    target.lock(s.lock_timeout)
+    try:
+        return target.retrying("seed admin", seed_admin.run, s, target)
+    finally:
+        target.unlock()
+
+
 def cmd_verify(s: Settings) -> list[dict]:
     _require(s, "target")
     target = make_target(s)
@@ -219,18 +231,82 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
         target.retrying("init schema", init_phase.run, schema, target, replace=s.replace, restart=s.restart)
     conversion_failure(schema, s.on_error)
     step("restore")
-    ctx["load"] = restore_phase.load(schema, s.backup_dir, target, on_error=s.on_error)  # retries per table
-    if s.seed_admin:
-        step("seed admin")
-        from .phases import seed_admin
-        ctx["notes"].append(seed_admin.run(s, target))
+    fills = Fills(s, target, schema, step, ctx)
+    ctx["load"] = restore_phase.load(schema, s.backup_dir, target, on_error=s.on_error,  # retries per table
+                                     fills_for=fills.for_table, after_table=fills.after_table)
+    if s.seed_admin and not fills.seeded:
+        fills.seed()
+    for t in schema.tables:
+        n = ctx["load"].get(t.name, {}).get("filled")
+        if n:
+            ctx["notes"].append(f"table {t.name!r}: {n} NULL value(s) filled by --fill-null "
+                                + ", ".join(f"{c}={v}" for c, v in fills.rules.get(t.name, {}).items()))
     step("post-data")
     notes, errors = target.retrying("post-data", restore_phase.post_data, schema, target, orphans=s.orphans)
     ctx["notes"] += notes
     ctx["errors"] += errors
     step("verify")
-    ctx["verify"] = target.retrying("verify", verify_phase.run, schema, target, backup_dir=s.backup_dir)
+    ctx["verify"] = target.retrying("verify", verify_phase.run, schema, target, backup_dir=s.backup_dir,
+                                    fills_for=fills.for_table)
     structlog.contextvars.unbind_contextvars("phase")
+
+
+class Fills:
+    """--fill-null rules, with @admin resolved once the admin exists; and the seed-admin
+    step, run right after the admin's table is loaded and before its children."""
+
+    def __init__(self, s: Settings, target: Target, schema: Schema, step: Steps, ctx: dict):
+        self.s, self.target, self.step, self.ctx = s, target, step, ctx
+        self.rules = s.fill_rules()
+        names = {t.name for t in schema.tables}
+        unknown = [f"{t}.{c}" for t, cols in self.rules.items() for c in cols
+                   if t not in names or c not in {col.name for col in schema.table(t).columns}]
+        if unknown:
+            raise UsageError(f"--fill-null names {', '.join(unknown)}, which is not a migrated column")
+        self.admin_id = None
+        self.seeded = False
+
+    def seed(self, conn=None) -> None:
+        from .phases import seed_admin
+        self.step("seed admin")
+        own = conn is None
+        conn = conn or self.target.connect()
+        try:
+            self.admin_id, action = seed_admin.seed(self.s, self.target, conn)
+        finally:
+            if own:
+                conn.close()
+        self.seeded = True
+        self.ctx["notes"].append(f"admin user {self.s.admin_username!r} {action} (id {self.admin_id})")
+        structlog.contextvars.bind_contextvars(phase="restore")
+
+    def after_table(self, t, conn) -> None:
+        if self.s.seed_admin and not self.seeded and t.pg_name == self.s.admin_table:
+            self.seed(conn)
+
+    def for_table(self, t) -> dict | None:
+        rules = self.rules.get(t.name)
+        if not rules:
+            return None
+        return {c: self._admin() if v == "@admin" else v for c, v in rules.items()}
+
+    def _admin(self):
+        if self.admin_id is None:
+            from .phases.seed_admin import column_map
+            cols = column_map(self.s.admin_columns)
+            conn = self.target.connect()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"SELECT {q(cols['id'])} FROM {self.target.qualified(self.s.admin_table)} "
+                                f"WHERE {q(cols['username'])} = %s", (self.s.admin_username,))
+                    row = cur.fetchone()
+            finally:
+                conn.close()
+            if row is None:
+                raise UsageError(f"--fill-null ...=@admin: no admin user {self.s.admin_username!r} in the target yet",
+                                 hint="add --seed-admin, or load the admin's table first")
+            self.admin_id = row[0]
+        return self.admin_id
 
 
 def _report(s: Settings, command: str, ctx: dict, started: float, source_label, target: Target,
@@ -244,6 +320,7 @@ def _report(s: Settings, command: str, ctx: dict, started: float, source_label, 
                                             "target_rows": load.get("loaded"), "verdict": "not verified",
                                             "problems": []})
         r["rejected"] = load.get("rejected", 0)
+        r["filled"] = load.get("filled", 0)
         r["seconds"] = load.get("seconds", 0.0)
         if load.get("skipped"):
             r["load"] = load["skipped"]

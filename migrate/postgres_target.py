@@ -228,6 +228,7 @@ class Target:
                 checksum text,
                 updated_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (target_schema, table_name))""")
+            cur.execute(f"ALTER TABLE {q(STATE_SCHEMA)}.{q('tables')} ADD COLUMN IF NOT EXISTS source text")
         conn.commit()
 
     def state(self, conn) -> dict[str, dict]:
@@ -235,21 +236,22 @@ class Target:
             cur.execute("SELECT to_regclass(%s)", (f"{q(STATE_SCHEMA)}.{q('tables')}",))
             if cur.fetchone()[0] is None:
                 return {}
-            cur.execute(f"SELECT table_name, definition, status, rows, checksum FROM {q(STATE_SCHEMA)}.{q('tables')} "
-                        "WHERE target_schema = %s", (self.schema,))
-            return {r[0]: {"definition": r[1], "status": r[2], "rows": r[3], "checksum": r[4]}
+            cur.execute(f"SELECT table_name, definition, status, rows, checksum, source "
+                        f"FROM {q(STATE_SCHEMA)}.{q('tables')} WHERE target_schema = %s", (self.schema,))
+            return {r[0]: {"definition": r[1], "status": r[2], "rows": r[3], "checksum": r[4], "source": r[5]}
                     for r in cur.fetchall()}
 
     def set_state(self, cur, table: str, *, definition: str | None = None, status: str,
-                  rows: int | None = None, checksum: str | None = None) -> None:
+                  rows: int | None = None, checksum: str | None = None, source: str | None = None) -> None:
         cur.execute(
             f"""INSERT INTO {q(STATE_SCHEMA)}.{q('tables')} AS s
-                (target_schema, table_name, definition, status, rows, checksum)
-                VALUES (%s, %s, coalesce(%s, ''), %s, %s, %s)
+                (target_schema, table_name, definition, status, rows, checksum, source)
+                VALUES (%s, %s, coalesce(%s, ''), %s, %s, %s, %s)
                 ON CONFLICT (target_schema, table_name) DO UPDATE SET
                   definition = coalesce(%s, s.definition), status = excluded.status,
-                  rows = excluded.rows, checksum = excluded.checksum, updated_at = now()""",
-            (self.schema, table, definition, status, rows, checksum, definition))
+                  rows = excluded.rows, checksum = excluded.checksum, source = excluded.source,
+                  updated_at = now()""",
+            (self.schema, table, definition, status, rows, checksum, source, definition))
 
     def existing_tables(self, conn) -> set[str]:
         with conn.cursor() as cur:

@@ -42,7 +42,10 @@ def summary_table(report: dict) -> str:
     fmt = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)  # noqa: E731
                               for i, (v, w) in enumerate(zip(r, widths)))
     sep = "  ".join("-" * w for w in widths)
-    lines = [fmt(head), sep, *(fmt(r) for r in rows[:-1]), sep, fmt(rows[-1]), "", verdict_line(report)]
+    lines = [fmt(head), sep, *(fmt(r) for r in rows[:-1]), sep, fmt(rows[-1]), ""]
+    lines += [f"error: {e}" for e in report["errors"]] + [f"note: {n}" for n in report["notes"]]
+    lines += [f"partial: {p}" for p in report["partial"]]
+    lines.append(verdict_line(report))
     return "\n".join(lines)
 
 

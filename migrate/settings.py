@@ -38,7 +38,11 @@ OPTIONS: dict[str, tuple[tuple[str, ...], object, type]] = {
     "admin_email": (("MIGRATE_ADMIN_EMAIL",), "admin@example.com", str),
     "admin_full_name": (("MIGRATE_ADMIN_FULL_NAME",), "Administrator", str),
     "admin_role": (("MIGRATE_ADMIN_ROLE",), "admin", str),
+    "admin_columns": (("MIGRATE_ADMIN_COLUMNS",), [], list),
+    "update": (("MIGRATE_ADMIN_UPDATE",), False, bool),
+    "generate_password": (("MIGRATE_ADMIN_GENERATE_PASSWORD",), None, str),
     "seed_admin": (("MIGRATE_SEED_ADMIN",), False, bool),
+    "fill_null": (("MIGRATE_FILL_NULL",), [], list),
 }
 CHOICES = {"on_error": ("fail", "reject"), "orphans": ("fail", "not-valid"),
            "log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error")}
@@ -106,6 +110,7 @@ class Settings:
         secrets = {name: read_secret(name, env) for name in SECRETS}
         s = cls(values=values, secrets={k: v for k, v in secrets.items() if v})
         s.column_type_overrides()  # validated now, before anything is opened
+        s.fill_rules()
         from .log import register_secret
         for v in s.secrets.values():
             register_secret(v)
@@ -113,6 +118,17 @@ class Settings:
             from .postgres_target import password_of
             register_secret(password_of(s.target))
         return s
+
+    def fill_rules(self) -> dict[str, dict[str, str]]:
+        """--fill-null TABLE.COLUMN=VALUE ('@admin': the admin user's id) -> {table: {column: value}}."""
+        out: dict[str, dict[str, str]] = {}
+        for spec in self.fill_null:
+            left, sep, value = spec.partition("=")
+            tname, dot, cname = left.rpartition(".")
+            if not sep or not dot or value == "":
+                raise UsageError(f"--fill-null {spec!r}: expected TABLE.COLUMN=VALUE (VALUE may be @admin)")
+            out.setdefault(tname, {})[cname] = value
+        return out
 
     def column_type_overrides(self) -> dict[tuple[str, str], str]:
         from .types import PG_TYPES

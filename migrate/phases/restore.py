@@ -28,6 +28,7 @@ from ..postgres_target import Target, classify
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
 from ..types import fold
 from .init_schema import has_identity
+from .seed_admin import seeded_keys
 from .verify import fingerprint
 
 log = structlog.get_logger()
@@ -37,13 +38,13 @@ CHUNK_ROWS = 5000
 class _CopyStream:
     """A read()-able stream of COPY text for copy_expert, built from the backup file."""
 
-    def __init__(self, t: Table, path: str, on_error: str, rejects_path: str):
+    def __init__(self, t: Table, path: str, on_error: str, rejects_path: str, fills: dict | None = None):
         self.t = t
         self.f = open(path, "rb")
         marked = [i for i, c in enumerate(t.columns)
                   if c.census.blob or c.census.nonfinite or c.census.invalid_utf8]
         self.decode = decoder(marked)
-        self.conv = RowConverter(t)
+        self.conv = RowConverter(t, fills)
         self.on_error = on_error
         self.rejects_path = rejects_path
         self.rejects = None
@@ -107,14 +108,20 @@ def fk_name(t: Table, i: int) -> str:
     return pg_ident(f"{t.pg_name}_fk{i + 1}")
 
 
-def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str) -> dict:
+def source_signature(t: Table, fills: dict | None) -> str:
+    """What a table was loaded from: the backup's content and the fill rules applied."""
+    rules = ",".join(f"{k}={v!r}" for k, v in sorted((fills or {}).items()))
+    return f"{t.raw_checksum}:{t.checksum}:{rules}"
+
+
+def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, fills: dict | None = None) -> dict:
     path = os.path.join(backup_dir, t.file)
     if not os.path.exists(path):
         raise BackupError(f"backup {backup_dir!r} has no file {t.file!r} for table {t.name!r}")
     rejects_path = os.path.join(backup_dir, "rejects", os.path.basename(t.file))
     if os.path.exists(rejects_path):
         os.remove(rejects_path)
-    stream = _CopyStream(t, path, on_error, rejects_path)
+    stream = _CopyStream(t, path, on_error, rejects_path, fills)
     cols = ", ".join(q(c.pg_name) for c in t.columns)
     start = time.monotonic()
     try:
@@ -125,7 +132,8 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str) -
                 raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
                                   f"({stream.rows} rows read, {t.rows} recorded; checksum "
                                   f"{fold(stream.raw)} vs {t.raw_checksum}): the backup is corrupt")
-            target.set_state(cur, t.pg_name, status="loaded", rows=stream.loaded, checksum=fold(stream.content))
+            target.set_state(cur, t.pg_name, status="loaded", rows=stream.loaded, checksum=fold(stream.content),
+                             source=source_signature(t, fills))
         conn.commit()
     except Exception as e:
         try:
@@ -145,7 +153,8 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str) -
     finally:
         stream.close()
     return {"rows": stream.rows, "loaded": stream.loaded, "rejected": stream.rejected,
-            "checksum": fold(stream.content), "seconds": round(time.monotonic() - start, 3)}
+            "filled": stream.conv.filled, "checksum": fold(stream.content),
+            "seconds": round(time.monotonic() - start, 3)}
 
 
 def drop_foreign_keys(schema: Schema, target: Target, conn) -> None:
@@ -158,19 +167,32 @@ def drop_foreign_keys(schema: Schema, target: Target, conn) -> None:
     conn.commit()
 
 
-def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fail") -> dict[str, dict]:
-    """Load every table (parents first), skipping those already loaded with the same
-    content. A transient failure (e.g. the server restarting) redoes the current table."""
+def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fail",
+         fills_for=None, after_table=None) -> dict[str, dict]:
+    """Load every table (parents first), skipping those already loaded from the same
+    content. A transient failure (e.g. the server restarting) redoes the current table.
+    fills_for(table) -> {column: value} for --fill-null; after_table(table, conn) runs
+    after each table (the admin is seeded there, before its children load)."""
     conn = target.retrying("connecting", _prepare, schema, target)
     results: dict[str, dict] = {}
     try:
         for t in schema.restore_order():
+            fills = fills_for(t) if fills_for else None
             conn = target.retrying(f"loading table {t.name!r}", _load_one, target, conn, t, backup_dir,
-                                   on_error, results)
+                                   on_error, results, fills)
+            if after_table:
+                conn = target.retrying(f"after table {t.name!r}", _after, target, conn, t, after_table)
         return results
     finally:
         if conn is not None:
             conn.close()
+
+
+def _after(target: Target, conn, t: Table, fn):
+    if conn is None or conn.closed:
+        conn = target.connect()
+    fn(t, conn)
+    return conn
 
 
 def _prepare(schema: Schema, target: Target):
@@ -184,25 +206,24 @@ def _prepare(schema: Schema, target: Target):
     return conn
 
 
-def _load_one(target: Target, conn, t: Table, backup_dir: str, on_error: str, results: dict):
+def _load_one(target: Target, conn, t: Table, backup_dir: str, on_error: str, results: dict, fills):
     """One table; returns the connection to go on with (a fresh one after a failure)."""
     if conn is None or conn.closed:
         conn = target.connect()
     try:
-        expected = (t.rows - t.conversion_errors, t.checksum)
         st = target.state(conn).get(t.pg_name, {})
-        if st.get("status") == "loaded" and (st.get("rows"), st.get("checksum")) == expected:
-            # recorded as loaded: skip it only if its content is still exactly that
+        if st.get("status") == "loaded" and st.get("source") == source_signature(t, fills):
+            # loaded from this very content: skip it only if it still holds exactly that
             with conn.cursor() as cur:
-                same = fingerprint(cur, target, t) == expected
+                same = fingerprint(cur, target, t, seeded_keys(cur, target, t.pg_name)) == (st["rows"], st["checksum"])
             conn.rollback()
             if same:
-                results[t.name] = {"rows": t.rows, "loaded": expected[0], "rejected": t.conversion_errors,
-                                   "checksum": t.checksum, "seconds": 0.0, "skipped": "already loaded"}
+                results[t.name] = {"rows": t.rows, "loaded": st["rows"], "rejected": t.rows - st["rows"],
+                                   "checksum": st["checksum"], "seconds": 0.0, "skipped": "already loaded"}
                 log.info("table already loaded by an earlier run; skipped", table=t.name, rows=t.rows)
                 return conn
         log.info("loading table", table=t.name, rows=t.rows)
-        results[t.name] = load_table(target, conn, t, backup_dir, on_error)
+        results[t.name] = load_table(target, conn, t, backup_dir, on_error, fills)
         log.info("table loaded", table=t.name, **results[t.name])
         return conn
     except psycopg2.Error as e:
@@ -249,7 +270,10 @@ def post_data(schema: Schema, target: Target, *, orphans: str = "fail") -> tuple
     try:
         with conn.cursor() as cur:
             for t in schema.tables:
-                _primary_key(cur, target, t, notes)
+                try:
+                    _primary_key(cur, target, t, notes)
+                except psycopg2.errors.UniqueViolation as e:
+                    errors.append(f"table {t.name!r}: primary key cannot be built: {e.diag.message_detail or e}")
                 _indexes(cur, target, t, table_names, notes, errors)
             for t in schema.tables:
                 for i, fk in enumerate(t.foreign_keys):

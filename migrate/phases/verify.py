@@ -23,6 +23,7 @@ from ..schema import Schema, Table, q
 from ..sqlite_source import NeedsMarking, SourceDB
 from ..types import field_sql, fold, row_hash_sql
 from .init_schema import has_identity
+from .seed_admin import seeded_keys
 
 log = structlog.get_logger()
 DIFF_MAX_ROWS = 2_000_000  # above this, a checksum mismatch is reported without row keys
@@ -45,9 +46,9 @@ def expected_from_source(src: SourceDB, t: Table, limit: int | None = None) -> N
             continue
 
 
-def _expected_lines(t: Table, backup_dir: str | None, src: SourceDB | None):
+def _expected_lines(t: Table, backup_dir: str | None, src: SourceDB | None, conv: RowConverter | None = None):
     """Every converted line of the expected side (for the row-level diff)."""
-    conv = RowConverter(t)
+    conv = conv or RowConverter(t)
     errors: list = []
     if backup_dir:
         marked = [i for i, c in enumerate(t.columns) if c.census.blob or c.census.nonfinite or c.census.invalid_utf8]
@@ -96,16 +97,40 @@ def _diff(cur, target: Target, t: Table, backup_dir, src) -> list[str]:
     return out
 
 
-def fingerprint(cur, target: Target, t: Table) -> tuple[int, str]:
+def _not_seeded(t: Table, seeded: list[str]) -> tuple[str, list]:
+    """WHERE clause leaving out the rows seed-admin added or changed (single-column keys)."""
+    if not seeded or len(t.pk) != 1:
+        return "", []
+    return f" WHERE {q(t.pk[0].pg_name)}::text <> ALL(%s)", [seeded]
+
+
+def fingerprint(cur, target: Target, t: Table, seeded: list[str] | None = None) -> tuple[int, str]:
     """(row count, content checksum) of a target table, computed by PostgreSQL."""
     cols = [(q(c.pg_name), c.pg_type) for c in t.columns]
-    cur.execute(f"SELECT count(*), coalesce(sum({row_hash_sql(cols)}), 0) FROM {target.qualified(t.pg_name)}")
+    where, params = _not_seeded(t, seeded or [])
+    cur.execute(f"SELECT count(*), coalesce(sum({row_hash_sql(cols)}), 0) FROM {target.qualified(t.pg_name)}{where}",
+                params)
     n, total = cur.fetchone()
     return n, fold(int(total))
 
 
+def expected_with(t: Table, backup_dir: str, fills: dict | None, seeded: list[str]) -> None:
+    """Recompute the expected side from the backup with the run's fill rules applied and
+    the seeded keys left out (only for tables that have either)."""
+    conv = RowConverter(t, fills)
+    pk = t.columns.index(t.pk[0]) if len(t.pk) == 1 else None
+    skip = set(seeded)
+    rows = total = 0
+    for line in _expected_lines(t, backup_dir, None, conv):
+        if pk is not None and skip and line.split("\t")[pk] in skip:
+            continue
+        rows += 1
+        total += conv.hash(line)
+    t.rows, t.checksum = rows + t.conversion_errors, fold(total)
+
+
 def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
-                 src: SourceDB | None = None) -> dict:
+                 src: SourceDB | None = None, fills: dict | None = None) -> dict:
     start = time.monotonic()
     expected_rows = t.rows - t.conversion_errors
     res = {"table": t.name, "pg_name": t.pg_name, "source_rows": t.rows, "expected_rows": expected_rows,
@@ -116,7 +141,12 @@ def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
         res["verdict"] = "missing"
         res["problems"].append(f"table {t.pg_name!r} does not exist in schema {target.schema!r}")
         return res
-    n, res["target_checksum"] = fingerprint(cur, target, t)
+    seeded = seeded_keys(cur, target, t.pg_name)
+    if (fills or seeded) and backup_dir:
+        expected_with(t, backup_dir, fills, seeded)
+        res["expected_rows"] = expected_rows = t.rows - t.conversion_errors
+        res["expected_checksum"] = t.checksum
+    n, res["target_checksum"] = fingerprint(cur, target, t, seeded)
     res["target_rows"] = n
     if n != expected_rows:
         res["verdict"] = "count differs"
@@ -145,7 +175,8 @@ def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
     return res
 
 
-def run(schema: Schema, target: Target, *, backup_dir: str | None = None, src: SourceDB | None = None) -> list[dict]:
+def run(schema: Schema, target: Target, *, backup_dir: str | None = None, src: SourceDB | None = None,
+        fills_for=None) -> list[dict]:
     if backup_dir is None and src is None:
         raise BackupError("verify needs --source or --backup-dir for the expected side")
     conn = target.connect()
@@ -154,7 +185,7 @@ def run(schema: Schema, target: Target, *, backup_dir: str | None = None, src: S
     try:
         with conn.cursor() as cur:
             for t in schema.restore_order():
-                r = verify_table(cur, target, t, backup_dir, src)
+                r = verify_table(cur, target, t, backup_dir, src, fills_for(t) if fills_for else None)
                 log.info("table verified", table=t.name, verdict=r["verdict"], rows=r["target_rows"])
                 results.append(r)
     except psycopg2.Error as e:
