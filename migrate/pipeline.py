@@ -343,7 +343,8 @@ def _report(s: Settings, command: str, ctx: dict, started: float, source_label, 
             + "; ".join(ctx["partial"][:5])
     else:
         status, code = "ok", EXIT["OK"]
-        message = f"{len(tables)} table(s), {sum(t.get('target_rows') or 0 for t in tables):,} rows migrated and verified"
+        rows = sum((t.get("target_rows") or 0) - (t.get("seeded_rows") or 0) for t in tables)
+        message = f"{len(tables)} table(s), {rows:,} rows migrated and verified"
     return build(command, status=status, exit_code=code, message=message, tables=tables,
                  notes=ctx["notes"], errors=ctx["errors"],
                  skipped=[sk.__dict__ for sk in (schema.skipped if schema else [])],
