@@ -10,7 +10,7 @@ import traceback
 import orjson
 import structlog
 
-from . import __version__, log as logging_setup, pipeline
+from . import __version__, log as logging_setup, pipeline, progress
 from .errors import EXIT, EXIT_CODES, MigrateError, VerifyError
 from .settings import Settings
 
@@ -45,6 +45,11 @@ def _common(p: argparse.ArgumentParser, *, source=False, target=False, backup=Fa
     p.add_argument("--log-format", choices=("auto", "json", "console"),
                    help="auto: JSON lines unless stderr is a terminal [MIGRATE_LOG_FORMAT]")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="[MIGRATE_LOG_LEVEL]")
+    p.add_argument("--progress", choices=("auto", "bars", "events", "off"),
+                   help="auto: live bars on a terminal, else a 'progress' log event every "
+                        "--progress-interval seconds [MIGRATE_PROGRESS]")
+    p.add_argument("--progress-interval", type=float, help="seconds between progress events (default 5) "
+                                                           "[MIGRATE_PROGRESS_INTERVAL]")
 
 
 def _write_opts(p: argparse.ArgumentParser) -> None:
@@ -146,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.resolve(flags)
         logging_setup.configure(settings.log_format, settings.log_level)
+        mode = settings.progress
+        if mode == "auto":
+            mode = "bars" if sys.stderr.isatty() and settings.log_format != "json" else "events"
+        progress.configure(mode, settings.progress_interval)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(command=args.command)
         return _dispatch(args.command, settings, flags)

@@ -314,7 +314,7 @@ def _report(s: Settings, command: str, ctx: dict, started: float, source_label, 
     schema: Schema | None = ctx["schema"]
     verified = {r["table"]: r for r in ctx["verify"]}
     tables = []
-    for t in (schema.tables if schema else []):
+    for t in (schema.restore_order() if schema else []):
         load = ctx["load"].get(t.name, {})
         r = dict(verified.get(t.name) or {"table": t.name, "pg_name": t.pg_name, "source_rows": t.rows,
                                             "target_rows": load.get("loaded"), "verdict": "not verified",

@@ -29,6 +29,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], object, type]] = {
     "statement_timeout": (("MIGRATE_STATEMENT_TIMEOUT",), 0.0, float),
     "log_format": (("MIGRATE_LOG_FORMAT",), "auto", str),
     "log_level": (("MIGRATE_LOG_LEVEL",), "info", str),
+    "progress": (("MIGRATE_PROGRESS",), "auto", str),
+    "progress_interval": (("MIGRATE_PROGRESS_INTERVAL",), 5.0, float),
     "limit": (("MIGRATE_LIMIT",), None, int),
     "tables": (("MIGRATE_TABLES",), [], list),
     "exclude_tables": (("MIGRATE_EXCLUDE_TABLES",), [], list),
@@ -45,7 +47,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], object, type]] = {
     "fill_null": (("MIGRATE_FILL_NULL",), [], list),
 }
 CHOICES = {"on_error": ("fail", "reject"), "orphans": ("fail", "not-valid"),
-           "log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error")}
+           "log_format": ("auto", "json", "console"), "progress": ("auto", "bars", "events", "off"), "log_level": ("debug", "info", "warning", "error")}
 SECRETS = {  # secret -> (file variable, variable)
     "target_password": ("MIGRATE_TARGET_PASSWORD_FILE", "MIGRATE_TARGET_PASSWORD"),
     "admin_password": ("MIGRATE_ADMIN_PASSWORD_FILE", "MIGRATE_ADMIN_PASSWORD"),

@@ -21,6 +21,7 @@ from .. import __version__
 from ..codec import encoder
 from ..convert import RowConverter
 from ..errors import BackupError
+from ..progress import current
 from ..schema import Schema, Table
 from ..sqlite_source import NeedsMarking, SourceDB
 from ..types import InvalidText, fold
@@ -82,6 +83,7 @@ def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking:
     errors: list = []
     invalid = [0] * len(t.columns)
     tmp = path + ".tmp"
+    progress = current()
     try:
         with open(tmp, "wb") as f:
             for batch in src.rows(t, limit=limit, marking=marking):
@@ -99,6 +101,7 @@ def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking:
                 t.conversion_errors += len(errors) - n_err
                 del errors[ERROR_SAMPLES:]  # keep a sample, count them all
                 rows += len(batch)
+                progress.advance(len(batch))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -120,12 +123,18 @@ def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int 
     """Write the backup of the tables in ``schema`` (already read and decided)."""
     prepare_dir(backup_dir)
     t0 = time.monotonic()
+    progress = current()
+    progress.start_phase("backup", sum(min(t.rows, limit) if limit is not None else t.rows for t in schema.tables))
     for i, t in enumerate(schema.tables, 1):
         t.file = table_file(i, t)
         start = time.monotonic()
+        structlog.contextvars.bind_contextvars(table=t.name)
+        progress.start_table(t.name, t.rows if limit is None else min(t.rows, limit))
         backup_table(src, t, os.path.join(backup_dir, t.file), limit)
         log.info("table backed up", table=t.name, rows=t.rows, seconds=round(time.monotonic() - start, 3),
                  conversion_errors=t.conversion_errors)
+    structlog.contextvars.unbind_contextvars("table")
+    progress.end_phase()
     write_manifest(backup_dir, source, schema, limit)
     log.info("backup complete", backup_dir=backup_dir, tables=len(schema.tables),
              seconds=round(time.monotonic() - t0, 3))

@@ -25,6 +25,7 @@ from ..codec import decoder
 from ..convert import RowConverter
 from ..errors import BackupError, DataError, MigrateError, TargetError, TargetUnavailable
 from ..postgres_target import Target, classify
+from ..progress import current
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
 from ..types import fold
 from .init_schema import has_identity
@@ -86,6 +87,7 @@ class _CopyStream:
             self._reject(errors, lines)
         self.loaded += len(out)
         self.content += self.conv.hash_lines(out)
+        current().advance(len(batch))
         out.append("")
         return "\n".join(out).encode("utf-8")
 
@@ -175,15 +177,23 @@ def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fa
     after each table (the admin is seeded there, before its children load)."""
     conn = target.retrying("connecting", _prepare, schema, target)
     results: dict[str, dict] = {}
+    progress = current()
+    progress.start_phase("restore", sum(t.rows for t in schema.tables))
     try:
         for t in schema.restore_order():
+            structlog.contextvars.bind_contextvars(table=t.name)
+            progress.start_table(t.name, t.rows)
             fills = fills_for(t) if fills_for else None
             conn = target.retrying(f"loading table {t.name!r}", _load_one, target, conn, t, backup_dir,
                                    on_error, results, fills)
             if after_table:
                 conn = target.retrying(f"after table {t.name!r}", _after, target, conn, t, after_table)
+            if results[t.name].get("skipped"):
+                progress.advance(t.rows)
         return results
     finally:
+        structlog.contextvars.unbind_contextvars("table")
+        progress.end_phase()
         if conn is not None:
             conn.close()
 

@@ -189,11 +189,13 @@ def run(schema: Schema, target: Target, *, backup_dir: str | None = None, src: S
     try:
         with conn.cursor() as cur:
             for t in schema.restore_order():
+                structlog.contextvars.bind_contextvars(table=t.name)
                 r = verify_table(cur, target, t, backup_dir, src, fills_for(t) if fills_for else None)
                 log.info("table verified", table=t.name, verdict=r["verdict"], rows=r["target_rows"])
                 results.append(r)
     except psycopg2.Error as e:
         raise classify(e, "verify") from None
     finally:
+        structlog.contextvars.unbind_contextvars("table")
         conn.close()
     return results
