@@ -42,6 +42,14 @@ def _common(p: argparse.ArgumentParser, *, source=False, target=False, backup=Fa
                    help="leave out tables matching (repeatable) [MIGRATE_EXCLUDE_TABLES]")
     p.add_argument("--column-type", dest="column_types", action="append", metavar="TABLE.COLUMN=TYPE",
                    help="force a column's target type, e.g. notes.body=bytea (repeatable)")
+    if target:
+        p.add_argument("--schema", dest="schema_file", metavar="FILE.sql",
+                       help="the application's own PostgreSQL DDL instead of the derived schema [MIGRATE_SCHEMA_FILE]")
+        p.add_argument("--schema-from", metavar="MODULE:ATTRIBUTE",
+                       help="the application's SQLAlchemy/SQLModel metadata, e.g. app.models:metadata "
+                            "[MIGRATE_SCHEMA_FROM]")
+        p.add_argument("--drop-column", dest="drop_columns", action="append", metavar="TABLE.COLUMN",
+                       help="a source column the application's schema no longer has (repeatable)")
     p.add_argument("--log-format", choices=("auto", "json", "console"),
                    help="auto: JSON lines unless stderr is a terminal [MIGRATE_LOG_FORMAT]")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="[MIGRATE_LOG_LEVEL]")

@@ -37,8 +37,12 @@ class RowConverter:
         self.convs = [converter(c.pg_type, c.census) for c in table.columns]
         self.fills = [(i, fills[c.name]) for i, c in enumerate(table.columns) if c.name in (fills or {})]
         self.filled = 0
-        if self.fills:
-            self.line = self._line_filling
+        for i, c in enumerate(table.columns):
+            if c.max_length:
+                self.convs[i] = _bounded(self.convs[i], c.max_length)
+        self.notnull = [i for i, c in enumerate(table.columns) if c.app_notnull]
+        if self.fills or self.notnull:
+            self.line = self._line_checked
         self.pk_idx = [table.columns.index(c) for c in table.pk]
         self.double_idx = [i for i, c in enumerate(table.columns) if c.pg_type == "double precision"]
 
@@ -59,20 +63,34 @@ class RowConverter:
         """The COPY line (without newline). Raises ConversionError; see explain()."""
         return "\t".join([NULL if v is None else f(v) for f, v in zip(self.convs, row)])
 
-    def _line_filling(self, row) -> str:
-        row = list(row)
-        for i, value in self.fills:
+    def _line_checked(self, row) -> str:
+        """With --fill-null rules or NOT NULL columns of the application's schema."""
+        if self.fills:
+            row = list(row)
+            for i, value in self.fills:
+                if row[i] is None:
+                    row[i] = value
+                    self.filled += 1
+        for i in self.notnull:
             if row[i] is None:
-                row[i] = value
-                self.filled += 1
+                raise ConversionError("NULL in a column that is NOT NULL in the application's schema "
+                                      "(--fill-null TABLE.COLUMN=VALUE supplies one)")
         return RowConverter.line(self, row)
 
     def explain(self, row, ordinal: int) -> RowError:
         """Which column of a failing row failed, and why."""
-        for c, f, v in zip(self.table.columns, self.convs, row):
-            if v is None:
-                continue
+        if self.fills:
+            row = list(row)
+            for i, value in self.fills:
+                if row[i] is None:
+                    row[i] = value
+        for i, (c, f, v) in enumerate(zip(self.table.columns, self.convs, row)):
             try:
+                if v is None:
+                    if i in self.notnull:
+                        raise ConversionError("NULL in a column that is NOT NULL in the application's schema "
+                                              "(--fill-null TABLE.COLUMN=VALUE supplies one)")
+                    continue
                 f(v)
             except ConversionError as e:
                 err = RowError(self.table.name, self.key(row, ordinal), c.name, describe(v), str(e))
@@ -95,6 +113,15 @@ class RowConverter:
             except ConversionError:
                 errors.append((self.explain(row, start + n + 1), n))
         return out
+
+
+def _bounded(conv, n: int):
+    def check(v) -> str:
+        out = conv(v)
+        if isinstance(v, str) and len(v) > n:
+            raise ConversionError(f"{len(v)} characters do not fit varchar({n})")
+        return out
+    return check
 
 
 def _plain(v):

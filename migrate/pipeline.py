@@ -68,12 +68,20 @@ def filter_tables(schema: Schema, include: list[str], exclude: list[str]) -> lis
     return partial
 
 
+def app_ddl(s: Settings) -> str | None:
+    if s.schema_file or s.schema_from:
+        from .app_schema import load_ddl
+        return load_ddl(s.schema_file, s.schema_from)
+    return None
+
+
 def open_source(s: Settings) -> tuple[SourceDB, Schema, list[str]]:
     src = SourceDB(s.source, s.source_timeout)
     try:
         schema = src.read_schema(census=True)
         partial = filter_tables(schema, s.tables, s.exclude_tables)
         schema.decide(s.column_type_overrides())
+        schema.app_ddl = app_ddl(s)
     except BaseException:
         src.close()
         raise
@@ -94,12 +102,23 @@ def schema_from(s: Settings) -> tuple[Schema, SourceDB | None, list[str]]:
         m = backup_phase.read_manifest(s.backup_dir)
         schema = backup_phase.schema_from_manifest(m)
         partial = filter_tables(schema, s.tables, s.exclude_tables)
+        schema.app_ddl = app_ddl(s)
         if m.get("partial"):
             partial.append(f"the backup itself is partial: {m['partial']}")
         return schema, None, partial
     _require(s, "source")
     src, schema, partial = open_source(s)
     return schema, src, partial
+
+
+def _fillable(s: Settings, schema: Schema) -> None:
+    """A column with a --fill-null rule never receives NULL: no NOT NULL pre-check for it."""
+    for tname, cols in s.fill_rules().items():
+        for t in schema.tables:
+            if t.name == tname:
+                for c in t.columns:
+                    if c.name in cols:
+                        c.app_notnull = False
 
 
 def conversion_failure(schema: Schema, on_error: str) -> None:
@@ -147,7 +166,7 @@ def cmd_init_schema(s: Settings) -> dict:
     target.wait(s.wait_timeout)
     target.lock(s.lock_timeout)
     try:
-        return init_phase.run(schema, target, replace=s.replace, restart=s.restart)
+        return init_phase.run(schema, target, replace=s.replace, restart=s.restart, drop_columns=s.drop_columns)
     finally:
         target.unlock()
 
@@ -220,7 +239,9 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
         ctx["schema"] = schema
         with src:
             step("init schema")
-            target.retrying("init schema", init_phase.run, schema, target, replace=s.replace, restart=s.restart)
+            target.retrying("init schema", init_phase.run, schema, target, replace=s.replace, restart=s.restart,
+                            drop_columns=s.drop_columns)
+            _fillable(s, schema)
             step("backup")
             backup_phase.run(src.path, s.backup_dir, schema, src, s.limit)
     else:
@@ -228,7 +249,9 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
         schema, _, ctx["partial"] = schema_from(s)
         ctx["schema"] = schema
         step("init schema")
-        target.retrying("init schema", init_phase.run, schema, target, replace=s.replace, restart=s.restart)
+        target.retrying("init schema", init_phase.run, schema, target, replace=s.replace, restart=s.restart,
+                        drop_columns=s.drop_columns)
+        _fillable(s, schema)
     conversion_failure(schema, s.on_error)
     step("restore")
     fills = Fills(s, target, schema, step, ctx)
@@ -243,7 +266,7 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
                                 + ", ".join(f"{c}={v}" for c, v in fills.rules.get(t.name, {}).items()))
     step("post-data")
     notes, errors = target.retrying("post-data", restore_phase.post_data, schema, target, orphans=s.orphans)
-    ctx["notes"] += notes
+    ctx["notes"] += schema.notes + notes
     ctx["errors"] += errors
     step("verify")
     ctx["verify"] = target.retrying("verify", verify_phase.run, schema, target, backup_dir=s.backup_dir,

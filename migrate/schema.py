@@ -39,6 +39,8 @@ class Column:
     pg_type: str = ""
     type_reason: str | None = None
     identity: bool = False
+    max_length: int | None = None  # varchar(n) of the application's schema
+    app_notnull: bool = False  # NOT NULL in the application's schema (SQLite may hold NULLs)
 
     def decide(self, override: str | None = None) -> None:
         self.pg_name = pg_ident(self.name)
@@ -86,6 +88,10 @@ class Table:
     raw_checksum: str = ""  # the backup file itself: sum of md5(JSON line)
     conversion_errors: int = 0
     error_samples: list[dict] = field(default_factory=list)
+    checksum_types: str = ""  # the target types the checksum was computed for
+
+    def types_signature(self) -> str:
+        return ",".join(f"{c.name}:{c.pg_type}:{c.max_length or ''}:{int(c.app_notnull)}" for c in self.columns)
 
     @property
     def pk(self) -> list[Column]:
@@ -122,6 +128,8 @@ class Schema:
     skipped: list[Skipped] = field(default_factory=list)
     user_version: int = 0
     ddl: list[str] = field(default_factory=list)
+    app_ddl: str | None = None  # --schema / --schema-from: the application's own DDL
+    notes: list[str] = field(default_factory=list)
 
     def table(self, name: str) -> Table:
         for t in self.tables:

@@ -141,6 +141,8 @@ def copy_escape(s: str) -> str:
 
 def describe(v) -> str:
     """A value as an operator should see it in an error message (bounded length)."""
+    if v is None:
+        return "NULL"
     if isinstance(v, InvalidText):
         r = f"TEXT with invalid UTF-8 x'{bytes(v[:32]).hex()}'"
     elif isinstance(v, bytes):
@@ -434,7 +436,42 @@ def _to_bytea(v) -> str:
     raise ConversionError("cannot become bytea")
 
 
+def _int_range(bits: int):
+    lo, hi = -2 ** (bits - 1), 2 ** (bits - 1)
+
+    def conv(v) -> str:
+        out = _to_bigint(v)
+        if not lo <= int(out) < hi:
+            raise ConversionError(f"out of range for a {bits}-bit integer column")
+        return out
+    return conv
+
+
+def _to_json(v) -> str:
+    """json (not jsonb) keeps the text as written: validate it, send it unchanged."""
+    if isinstance(v, str):
+        _to_jsonb(v)
+        return copy_escape(v)
+    return _to_jsonb(v)
+
+
+def _to_uuid(v) -> str:
+    import uuid
+    try:
+        if isinstance(v, bytes) and len(v) == 16:
+            return str(uuid.UUID(bytes=bytes(v)))
+        if isinstance(v, str):
+            return str(uuid.UUID(v.strip()))
+    except ValueError:
+        pass
+    raise ConversionError("not a UUID")
+
+
 CONVERTERS: dict[str, Callable[[object], str]] = {
+    "integer": _int_range(32),
+    "smallint": _int_range(16),
+    "json": _to_json,
+    "uuid": _to_uuid,
     "bigint": _to_bigint,
     "double precision": _to_double,
     "numeric": _to_numeric,
@@ -477,7 +514,7 @@ _SQL_ESCAPE = ("replace(replace(replace(replace({x}, E'\\\\', E'\\\\\\\\'), E'\\
 
 def field_sql(col_sql: str, pg_type: str) -> str:
     """SQL rendering one column of a row as its COPY text field (NULL -> \\N)."""
-    if pg_type in ("text", "jsonb"):
+    if pg_type in ("text", "jsonb", "json"):
         expr = _SQL_ESCAPE.format(x=f"{col_sql}::text")
     elif pg_type == "bytea":
         expr = f"(E'\\\\\\\\x' || encode({col_sql}, 'hex'))"

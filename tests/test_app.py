@@ -114,3 +114,49 @@ def test_sample_generator_is_deterministic(tmp_path):
     out = tmp_path / "s.db"
     subprocess.run([sys.executable, os.path.join(ROOT, "examples", "app", "generate_sample.py"), str(out)], check=True)
     assert open(out, "rb").read() == open(SAMPLE, "rb").read()
+
+
+APP_SCHEMA = os.path.join(ROOT, "examples", "app", "schema.sql")
+
+
+def test_run_with_the_apps_own_schema_file(cli, pgdb, server, tmp_path):
+    args = ["run", "--source", SAMPLE, "--target", pgdb, "--backup-dir", str(tmp_path / "b"), "--schema",
+            APP_SCHEMA, "--seed-admin", "--admin-username", "root", "--fill-null", "trainingjob.user_id=@admin",
+            "--report", str(tmp_path / "r.json")]
+    r = cli(*args, extra_env={"MIGRATE_ADMIN_PASSWORD": PW})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert "target column modelartifact.notes has no source column: its default applies" in rep["notes"]
+    # the app's types, keys and sequences, not the derived ones
+    assert q1(server, pgdb, "SELECT data_type, character_maximum_length FROM information_schema.columns "
+                            "WHERE table_name = 'trainingjob' AND column_name = 'status'") == [("character varying", 20)]
+    assert q1(server, pgdb, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'") == [(4,)]
+    assert q1(server, pgdb, "INSERT INTO dataset (name, owner_id, created_at) VALUES ('n', 1, now()) "
+                            "RETURNING id") == [(201,)]
+    r = cli(*args, extra_env={"MIGRATE_ADMIN_PASSWORD": PW})
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_app_schema_mismatches_are_reported(cli, pgdb, server, tmp_path, make_sqlite):
+    src = make_sqlite("""CREATE TABLE "user" (id INTEGER PRIMARY KEY, username TEXT, email TEXT, legacy TEXT,
+                                             created_at DATETIME);
+                         INSERT INTO "user" VALUES (1, 'a', 'a@x', 'old', '2024-01-01'), (2, NULL, 'b@x', NULL, '2024-01-01');""")
+    ddl = tmp_path / "app.sql"
+    ddl.write_text('CREATE TABLE "user" (id bigint PRIMARY KEY, username varchar(3) NOT NULL, email text, '
+                   'created_at timestamp, role text NOT NULL);')
+    base = ["run", "--source", src, "--target", pgdb, "--backup-dir", str(tmp_path / "b"), "--schema", str(ddl)]
+    r = cli(*base)
+    assert r.returncode == 2
+    assert "source column user.legacy has no column in the application's schema (drop it explicitly with " \
+           "--drop-column user.legacy)" in r.stderr
+    assert "target column user.role is NOT NULL without a default and has no source column" in r.stderr
+    ddl.write_text(ddl.read_text().replace("role text NOT NULL", "role text NOT NULL DEFAULT 'user'"))
+    r = cli(*base, "--drop-column", "user.legacy", "--restart")
+    assert r.returncode == 5
+    assert ("error: table 'user', row id=2, column 'username': value NULL cannot become text: NULL in a column "
+            "that is NOT NULL in the application's schema") in r.stderr
+    r = cli(*base, "--drop-column", "user.legacy", "--restart", "--fill-null", "user.username=nobody")
+    assert r.returncode == 5 and "6 characters do not fit varchar(3)" in r.stderr
+    r = cli(*base, "--drop-column", "user.legacy", "--restart", "--fill-null", "user.username=bob")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert q1(server, pgdb, 'SELECT id, username, role FROM "user" ORDER BY id') == [(1, "a", "user"), (2, "bob", "user")]

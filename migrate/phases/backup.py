@@ -116,6 +116,7 @@ def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking:
     t.rows = rows
     t.raw_checksum = fold(raw)
     t.checksum = fold(content)
+    t.checksum_types = t.types_signature()
     t.error_samples = [e.to_dict() for e, _n in errors]
 
 

@@ -124,8 +124,17 @@ def definition_hash(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()[:16]
 
 
-def run(schema: Schema, target: Target, *, replace: bool = False, restart: bool = False) -> dict:
-    """Create what is missing; returns {table name: 'created' | 'kept' | 'replaced'}."""
+def run(schema: Schema, target: Target, *, replace: bool = False, restart: bool = False,
+        drop_columns: list[str] | None = None) -> dict:
+    """Create what is missing; returns {table name: 'created' | 'kept' | 'replaced'}.
+    With the application's own schema, create that instead and bind the source to it."""
+    if schema.app_ddl is not None:
+        from .. import app_schema
+        outcome = app_schema.apply(schema.app_ddl, target, replace=replace, restart=restart)
+        for note in app_schema.bind(schema, target, drop_columns or []):
+            log.warning("schema: " + note)
+            schema.notes.append(note)
+        return outcome
     conn = target.connect()
     try:
         target.ensure_state(conn)

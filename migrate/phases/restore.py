@@ -113,10 +113,11 @@ def fk_name(t: Table, i: int) -> str:
 def source_signature(t: Table, fills: dict | None) -> str:
     """What a table was loaded from: the backup's content and the fill rules applied."""
     rules = ",".join(f"{k}={v!r}" for k, v in sorted((fills or {}).items()))
-    return f"{t.raw_checksum}:{t.checksum}:{rules}"
+    return f"{t.raw_checksum}:{t.checksum}:{rules}:{t.types_signature()}"
 
 
-def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, fills: dict | None = None) -> dict:
+def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, fills: dict | None = None,
+               cascade: bool = False) -> dict:
     path = os.path.join(backup_dir, t.file)
     if not os.path.exists(path):
         raise BackupError(f"backup {backup_dir!r} has no file {t.file!r} for table {t.name!r}")
@@ -128,7 +129,9 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
     start = time.monotonic()
     try:
         with conn.cursor() as cur:
-            cur.execute(f"TRUNCATE {target.qualified(t.pg_name)}")
+            # the application's schema keeps its foreign keys during the load: its children are
+            # emptied with the parent and, their content no longer matching, reloaded after it
+            cur.execute(f"TRUNCATE {target.qualified(t.pg_name)}{' CASCADE' if cascade else ''}")
             cur.copy_expert(f"COPY {target.qualified(t.pg_name)} ({cols}) FROM STDIN", stream, size=1 << 16)
             if stream.rows != t.rows or fold(stream.raw) != t.raw_checksum:
                 raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
@@ -185,7 +188,7 @@ def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fa
             progress.start_table(t.name, t.rows)
             fills = fills_for(t) if fills_for else None
             conn = target.retrying(f"loading table {t.name!r}", _load_one, target, conn, t, backup_dir,
-                                   on_error, results, fills)
+                                   on_error, results, fills, schema.app_ddl is not None)
             if after_table:
                 conn = target.retrying(f"after table {t.name!r}", _after, target, conn, t, after_table)
             if results[t.name].get("skipped"):
@@ -209,14 +212,16 @@ def _prepare(schema: Schema, target: Target):
     conn = target.connect()
     try:
         target.ensure_state(conn)
-        drop_foreign_keys(schema, target, conn)
+        if schema.app_ddl is None:
+            drop_foreign_keys(schema, target, conn)
     except psycopg2.Error as e:
         conn.close()
         raise classify(e, "preparing the load") from None
     return conn
 
 
-def _load_one(target: Target, conn, t: Table, backup_dir: str, on_error: str, results: dict, fills):
+def _load_one(target: Target, conn, t: Table, backup_dir: str, on_error: str, results: dict, fills,
+              cascade: bool = False):
     """One table; returns the connection to go on with (a fresh one after a failure)."""
     if conn is None or conn.closed:
         conn = target.connect()
@@ -233,7 +238,7 @@ def _load_one(target: Target, conn, t: Table, backup_dir: str, on_error: str, re
                 log.info("table already loaded by an earlier run; skipped", table=t.name, rows=t.rows)
                 return conn
         log.info("loading table", table=t.name, rows=t.rows)
-        results[t.name] = load_table(target, conn, t, backup_dir, on_error, fills)
+        results[t.name] = load_table(target, conn, t, backup_dir, on_error, fills, cascade=cascade)
         log.info("table loaded", table=t.name, **results[t.name])
         return conn
     except psycopg2.Error as e:
@@ -279,13 +284,13 @@ def post_data(schema: Schema, target: Target, *, orphans: str = "fail") -> tuple
     table_names = {t.pg_name for t in schema.tables}
     try:
         with conn.cursor() as cur:
-            for t in schema.tables:
+            for t in (schema.tables if schema.app_ddl is None else []):  # the app's DDL brings its own
                 try:
                     _primary_key(cur, target, t, notes)
                 except psycopg2.errors.UniqueViolation as e:
                     errors.append(f"table {t.name!r}: primary key cannot be built: {e.diag.message_detail or e}")
                 _indexes(cur, target, t, table_names, notes, errors)
-            for t in schema.tables:
+            for t in (schema.tables if schema.app_ddl is None else []):
                 for i, fk in enumerate(t.foreign_keys):
                     _foreign_key(cur, target, t, i, fk, by_name, orphans, notes, errors)
             for t in schema.tables:
@@ -397,16 +402,18 @@ def _foreign_key(cur, target: Target, t: Table, i: int, fk: ForeignKey, by_name:
 
 
 def _sequence(cur, target: Target, t: Table) -> None:
-    if not has_identity(t):
-        return
-    col = t.pk[0]
-    cur.execute(f"SELECT pg_get_serial_sequence(%s, %s), (SELECT max({q(col.pg_name)}) FROM {target.qualified(t.pg_name)})",
-                (target.qualified(t.pg_name), col.pg_name))
-    seq, mx = cur.fetchone()
-    if seq is None:
-        raise TargetError(f"table {t.name!r}: identity column {col.name!r} has no sequence")
-    high = max(mx or 0, t.autoincrement_seq or 0)  # AUTOINCREMENT never reuses an id, even a deleted one
-    if high >= 1:
-        cur.execute("SELECT setval(%s, %s, true)", (seq, high))
-    else:
-        cur.execute("SELECT setval(%s, 1, false)", (seq,))
+    """Every sequence-backed column (identity or serial) of the table, past its max."""
+    cur.execute("SELECT a.attname, pg_get_serial_sequence(%s, a.attname) FROM pg_attribute a "
+                "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+                (target.qualified(t.pg_name), target.qualified(t.pg_name)))
+    for col, seq in cur.fetchall():
+        if seq is None:
+            continue
+        cur.execute(f"SELECT max({q(col)}) FROM {target.qualified(t.pg_name)}")
+        mx = cur.fetchone()[0]
+        floor = t.autoincrement_seq if len(t.pk) == 1 and t.pk[0].pg_name == col else None
+        high = max(mx or 0, floor or 0)  # AUTOINCREMENT never reuses an id, even a deleted one
+        if high >= 1:
+            cur.execute("SELECT setval(%s, %s, true)", (seq, high))
+        else:
+            cur.execute("SELECT setval(%s, 1, false)", (seq,))

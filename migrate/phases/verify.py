@@ -130,7 +130,7 @@ def expected_with(t: Table, backup_dir: str, fills: dict | None, seeded: list[st
 
 
 def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
-                 src: SourceDB | None = None, fills: dict | None = None) -> dict:
+                 src: SourceDB | None = None, fills: dict | None = None, derived: bool = True) -> dict:
     start = time.monotonic()
     expected_rows = t.rows - t.conversion_errors
     res = {"table": t.name, "pg_name": t.pg_name, "source_rows": t.rows, "expected_rows": expected_rows,
@@ -142,7 +142,7 @@ def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
         res["problems"].append(f"table {t.pg_name!r} does not exist in schema {target.schema!r}")
         return res
     seeded = seeded_keys(cur, target, t.pg_name)
-    if (fills or seeded) and backup_dir:
+    if (fills or seeded or t.checksum_types != t.types_signature()) and backup_dir:
         expected_with(t, backup_dir, fills, seeded)
         res["expected_rows"] = expected_rows = t.rows - t.conversion_errors
         res["expected_checksum"] = t.checksum
@@ -160,21 +160,21 @@ def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
         res["problems"].append(f"content checksum {res['target_checksum']} in target, {t.checksum} expected")
     if res["verdict"] != "ok" and t.pk and t.rows <= DIFF_MAX_ROWS and (backup_dir or src):
         res["problems"] += _diff(cur, target, t, backup_dir, src)
-    if has_identity(t):
-        col = t.pk[0]
-        cur.execute(f"SELECT pg_get_serial_sequence(%s, %s), (SELECT max({q(col.pg_name)}) FROM {target.qualified(t.pg_name)})",
-                    (target.qualified(t.pg_name), col.pg_name))
-        seq, mx = cur.fetchone()
-        if seq is None:
-            res["problems"].append(f"column {col.name!r} has no identity sequence")
-            res["verdict"] = "sequence"
-        else:
-            cur.execute(f"SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {seq}")
-            nxt = cur.fetchone()[0]
-            if mx is not None and nxt <= mx:
-                res["problems"].append(f"sequence {seq} would hand out {nxt}, but max({col.name}) is {mx}")
-                if res["verdict"] == "ok":
-                    res["verdict"] = "sequence"
+    cur.execute("SELECT a.attname, pg_get_serial_sequence(%s, a.attname) FROM pg_attribute a "
+                "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+                (target.qualified(t.pg_name), target.qualified(t.pg_name)))
+    sequences = {col: seq for col, seq in cur.fetchall() if seq}
+    if derived and has_identity(t) and t.pk[0].pg_name not in sequences:
+        res["problems"].append(f"column {t.pk[0].name!r} has no identity sequence")
+        res["verdict"] = "sequence"
+    for col, seq in sequences.items():
+        cur.execute(f"SELECT (SELECT max({q(col)}) FROM {target.qualified(t.pg_name)}), "
+                    f"CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {seq}")
+        mx, nxt = cur.fetchone()
+        if mx is not None and nxt <= mx:
+            res["problems"].append(f"sequence {seq} would hand out {nxt}, but max({col}) is {mx}")
+            if res["verdict"] == "ok":
+                res["verdict"] = "sequence"
     res["seconds"] = round(time.monotonic() - start, 3)
     return res
 
@@ -190,7 +190,8 @@ def run(schema: Schema, target: Target, *, backup_dir: str | None = None, src: S
         with conn.cursor() as cur:
             for t in schema.restore_order():
                 structlog.contextvars.bind_contextvars(table=t.name)
-                r = verify_table(cur, target, t, backup_dir, src, fills_for(t) if fills_for else None)
+                r = verify_table(cur, target, t, backup_dir, src, fills_for(t) if fills_for else None,
+                                 derived=schema.app_ddl is None)
                 log.info("table verified", table=t.name, verdict=r["verdict"], rows=r["target_rows"])
                 results.append(r)
     except psycopg2.Error as e:
