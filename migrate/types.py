@@ -267,6 +267,13 @@ def pg_timestamp(value: dt.datetime) -> str:
 
 
 def _to_timestamp(v) -> str:
+    # fast path: already PostgreSQL's own rendering ('YYYY-MM-DD HH:MM:SS'), validated in C
+    if type(v) is str and len(v) == 19 and v[10] == " " and v[4] == "-" and v[:4] >= "1000" and v.isascii():
+        try:
+            dt.datetime.fromisoformat(v)
+            return v
+        except ValueError:
+            pass  # the slow path names the reason
     return pg_timestamp(to_datetime(v))
 
 
@@ -303,11 +310,12 @@ def _json_constant(name):
     raise ConversionError(f"{name} is not valid JSON")
 
 
-def _json_pairs(pairs):
-    return dict(pairs)  # duplicate keys: the last one wins, as in jsonb
+_JSON_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
 
 def _json_string(s: str) -> str:
+    if not _JSON_NEEDS_ESCAPE.search(s):  # the common case: nothing to escape
+        return '"' + s + '"'
     if "\x00" in s:
         raise ConversionError("JSON string contains \\u0000, which jsonb cannot store")
     out = ['"']
@@ -325,25 +333,32 @@ def _json_string(s: str) -> str:
     return "".join(out)
 
 
+def _key_order(item):
+    k = item[0].encode()
+    return len(k), k  # jsonb orders keys by length, then bytes
+
+
 def jsonb_text(node) -> str:
+    t = type(node)
+    if t is str:
+        return _json_string(node)
+    if t is dict:
+        return "{" + ", ".join([_json_string(k) + ": " + jsonb_text(v)
+                                for k, v in sorted(node.items(), key=_key_order)]) + "}"
+    if t is list:
+        return "[" + ", ".join([jsonb_text(x) for x in node]) + "]"
+    if t is int:
+        return str(node)
+    if t is Decimal:
+        return pg_numeric(node)
     if node is None:
         return "null"
-    if node is True:
-        return "true"
-    if node is False:
-        return "false"
-    if isinstance(node, str):
-        return _json_string(node)
-    if isinstance(node, Decimal):
-        return pg_numeric(node)
-    if isinstance(node, int):
-        return str(node)
-    if isinstance(node, list):
-        return "[" + ", ".join(jsonb_text(x) for x in node) + "]"
-    if isinstance(node, dict):
-        keys = sorted(node, key=lambda k: (len(k.encode()), k.encode()))
-        return "{" + ", ".join(f"{_json_string(k)}: {jsonb_text(node[k])}" for k in keys) + "}"
-    raise ConversionError(f"unexpected JSON node {type(node).__name__}")
+    if t is bool:
+        return "true" if node else "false"
+    raise ConversionError(f"unexpected JSON node {t.__name__}")
+
+
+_JSON_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_json_constant)
 
 
 def _to_jsonb(v) -> str:
@@ -356,7 +371,7 @@ def _to_jsonb(v) -> str:
     if not isinstance(v, str):
         raise ConversionError("not JSON text")
     try:
-        node = json.loads(v, parse_float=Decimal, parse_constant=_json_constant, object_pairs_hook=_json_pairs)
+        node = _JSON_DECODER.decode(v)  # a plain dict keeps the last of duplicate keys, as jsonb does
     except ValueError as e:
         if isinstance(e, ConversionError):
             raise

@@ -1,0 +1,122 @@
+"""The benchmark, one command:  V/bin/python bench/run.py --rows 2200000
+
+Generates (or reuses) the deterministic app-like DB, starts a throwaway PostgreSQL,
+then measures, each in its own process: the ceiling (bench/ceiling.py), and migrate's
+backup, restore (from that backup into a fresh database) and the whole run. Prints
+seconds per phase (from the STEP log lines), rows/s, peak RSS of each process, and
+the ratios against the ceiling. Nothing here is asserted: it prints figures.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, HERE)
+from generate import generate  # noqa: E402
+from throwaway_pg import Cluster  # noqa: E402
+
+
+def measure(cmd: list[str], env: dict) -> tuple[float, float, str, int]:
+    """(seconds, peak RSS MiB, output, exit code) of one child process (its own rusage)."""
+    with tempfile.TemporaryFile("w+") as out:
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(p.pid, 0)
+        seconds = time.monotonic() - t0
+        out.seek(0)
+        return seconds, usage.ru_maxrss / 1024, out.read(), os.waitstatus_to_exitcode(status)
+
+
+def phases(log: str) -> dict[str, float]:
+    """Seconds per STEP from the JSON log lines."""
+    marks = []
+    for line in log.splitlines():
+        if line.startswith("{"):
+            e = json.loads(line)
+            if e["event"].startswith("STEP "):
+                marks.append((e["event"].split(" ", 2)[2], dt.datetime.fromisoformat(e["timestamp"])))
+            end = dt.datetime.fromisoformat(e["timestamp"])
+    out = {}
+    for (name, t), (_, t2) in zip(marks, marks[1:] + [("end", end)]):
+        out[name] = (t2 - t).total_seconds()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=2_200_000)
+    ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "migrate-bench"))
+    a = ap.parse_args()
+    os.makedirs(a.cache, exist_ok=True)
+    db = os.path.join(a.cache, f"app-{a.rows}.db")
+    if not os.path.exists(db):
+        generate(db, a.rows)
+    base = tempfile.mkdtemp(prefix="migrate-bench-pg-")
+    os.chmod(base, 0o755)
+    cluster = Cluster(base).start()
+    work = tempfile.mkdtemp(prefix="migrate-bench-")
+    try:
+        import psycopg2
+        admin = psycopg2.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
+                                 dbname="postgres")
+        admin.autocommit = True
+        for name in ("ceiling", "restore", "run"):
+            admin.cursor().execute(f"CREATE DATABASE {name}")
+        admin.close()
+        url = lambda name: f"postgresql://postgres@127.0.0.1:{cluster.port}/{name}"  # noqa: E731
+        env = {**os.environ, "PGPASSWORD": cluster.password, "MIGRATE_TARGET_PASSWORD": cluster.password,
+               "MIGRATE_LOG_FORMAT": "json", "MIGRATE_PROGRESS": "off", "PYTHONPATH": ROOT}
+        import sqlite3
+        rows = sum(sqlite3.connect(db).execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
+                   for t in ("user", "dataset", "trainingjob", "modelartifact"))
+        py = sys.executable
+        results = {}
+        s, m, log, rc = measure([py, os.path.join(HERE, "ceiling.py"), db, url("ceiling")], env)
+        results["ceiling"] = (s, m, rc, {})
+        s, m, log, rc = measure([py, "-m", "migrate", "backup", "--source", db, "--backup-dir",
+                                 os.path.join(work, "b1")], env)
+        results["backup"] = (s, m, rc, phases(log))
+        s, m, log, rc = measure([py, "-m", "migrate", "restore", "--backup-dir", os.path.join(work, "b1"),
+                                 "--target", url("restore")], env)
+        results["restore"] = (s, m, rc, phases(log))
+        s, m, log, rc = measure([py, "-m", "migrate", "run", "--source", db, "--backup-dir",
+                                 os.path.join(work, "b2"), "--target", url("run")], env)
+        results["run"] = (s, m, rc, phases(log))
+        backup_mb = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(os.path.join(work, "b2"))
+                        for f in fs) / 2**20
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    ceiling = results["ceiling"][0]
+    print(f"\nmigrate benchmark: {rows:,} rows ({os.path.getsize(db) / 2**20:.0f} MiB SQLite), "
+          f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
+          f"PostgreSQL from {cluster.bindir}")
+    print(f"{'what':<34}{'seconds':>9}{'rows/s':>11}{'peak RSS':>11}{'vs ceiling':>12}  exit")
+    for name, (s, m, rc, ph) in results.items():
+        print(f"{name:<34}{s:>9.2f}{rows / s:>11,.0f}{m:>8.0f} MiB{ceiling / s:>11.2f}x  {rc}")
+        for step, sec in ph.items():
+            if sec >= 0.05:
+                print(f"  {step:<32}{sec:>9.2f}")
+    r = results["restore"][3]
+    restore_core = r.get("restore", 0) + r.get("post-data", 0)
+    print(f"\nrestore alone (load + keys, the phases the ceiling also does): {restore_core:.2f} s = "
+          f"{ceiling / restore_core:.2f}x the ceiling's throughput" if restore_core else "")
+    print(f"whole run (backup + restore + verify): {results['run'][0]:.2f} s = {ceiling / results['run'][0]:.2f}x")
+    print(f"backup size: {backup_mb:.0f} MiB of JSON Lines")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
