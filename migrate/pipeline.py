@@ -266,7 +266,7 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
                                 + ", ".join(f"{c}={v}" for c, v in fills.rules.get(t.name, {}).items()))
     step("post-data")
     notes, errors = target.retrying("post-data", restore_phase.post_data, schema, target, orphans=s.orphans)
-    ctx["notes"] += schema.notes + notes
+    ctx["notes"] += schema.notes + [f"table {t.name!r}: {n}" for t in schema.tables for n in t.notes] + notes
     ctx["errors"] += errors
     step("verify")
     ctx["verify"] = target.retrying("verify", verify_phase.run, schema, target, backup_dir=s.backup_dir,

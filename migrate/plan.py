@@ -30,6 +30,7 @@ def make_plan(src: SourceDB, schema: Schema, partial: list[str], s) -> dict:
             "indexes": [{"name": i.name, "columns": i.columns, "unique": i.unique, "skipped": i.skipped}
                         for i in t.indexes],
             "foreign_keys": fks,
+            "notes": t.notes,
         })
     rows = sum(t["rows"] for t in tables)
     return {"source": src.path, "restore_order": [t["table"] for t in tables], "tables": tables,
@@ -50,6 +51,8 @@ def render(plan: dict) -> str:
             if c["decision"]:
                 line += f"\n         decision: {c['decision']}"
             out.append(line)
+        for note in t["notes"]:
+            out.append(f"       note: {note}")
         for ix in t["indexes"]:
             if ix["skipped"]:
                 out.append(f"       index {ix['name']}: skipped, {ix['skipped']}")

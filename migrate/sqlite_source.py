@@ -7,6 +7,7 @@ writer cannot tear the snapshot).
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 import urllib.parse
@@ -129,8 +130,7 @@ class SourceDB:
                 elif kind == "shadow":
                     schema.skipped.append(Skipped(name, "table", "internal storage of a virtual table"))
                 elif name in virtual:
-                    schema.skipped.append(Skipped(name, "virtual table",
-                                                  "virtual tables (FTS, R*Tree, extensions) are not migrated yet"))
+                    self._virtual(schema, name, sql or "")
                 else:
                     schema.tables.append(self._table(name, sql or "", bool(kinds.get(name, ("", 0))[1]),
                                                      sequences.get(name)))
@@ -141,15 +141,38 @@ class SourceDB:
                 self.census(t)
         return schema
 
+    def _virtual(self, schema: Schema, name: str, sql: str) -> None:
+        """FTS, R*Tree and other virtual tables: their rows are data when plain SQLite can
+        read them (migrated as a plain table); their shadow tables are index internals."""
+        module = re.search(r"USING\s+(\w+)", sql, re.I)
+        module = module.group(1).lower() if module else "?"
+        try:
+            self.conn.execute(f"SELECT * FROM main.{q(name)} LIMIT 0")
+        except sqlite3.DatabaseError as e:
+            schema.skipped.append(Skipped(name, "virtual table", f"module {module} cannot be read by plain SQLite "
+                                                                 f"({e}); its rows are not migrated"))
+            return
+        t = self._table(name, sql, False, None)
+        t.notes.append(f"virtual table ({module}) migrated as a plain table of its columns; "
+                       "its index (shadow tables) is not")
+        schema.tables.append(t)
+
     def _table(self, name: str, sql: str, without_rowid: bool, seq) -> Table:
         where = f"table {name!r}"
         cols = []
+        notes = []
         for cid, cname, ctype, notnull, dflt, pk, hidden in self.query(f"PRAGMA main.table_xinfo({q(name)})", where=where):
             if hidden in (2, 3):
-                continue  # generated columns: computed, not stored data (see README policy)
+                notes.append(f"generated column {cname!r} ({'stored' if hidden == 3 else 'virtual'}) not copied: "
+                             "SQLite computes it; recreate it as a PostgreSQL generated column if the app needs it")
+                continue
+            if hidden == 1:
+                continue  # a virtual table's hidden column (e.g. FTS5's rank): not data
             cols.append(Column(name=cname, declared=ctype or "", notnull=bool(notnull), default=dflt, pk=pk))
+        if re.search(r"\bCHECK\s*\(", sql, re.I):
+            notes.append("CHECK constraint(s) not translated: SQLite expressions are not PostgreSQL's")
         t = Table(name=name, columns=cols, without_rowid=without_rowid, sql=sql,
-                  autoincrement_seq=seq)
+                  autoincrement_seq=seq, notes=notes)
         for _, iname, unique, origin, partial in self.query(f"PRAGMA main.index_list({q(name)})", where=where):
             keys = [r for r in self.query(f"PRAGMA main.index_xinfo({q(iname)})", where=where) if r[5]]
             idx_sql = self.query("SELECT sql FROM sqlite_master WHERE type='index' AND name=?", (iname,))
@@ -194,7 +217,7 @@ class SourceDB:
     def rows(self, t: Table, limit: int | None = None, marking: bool = False) -> Iterator[list[tuple]]:
         """Batches of row tuples in key order. With ``marking``, TEXT that is not
         UTF-8 comes back as InvalidText instead of raising."""
-        order = "" if t.without_rowid and not t.pk else (
+        order = "" if (t.without_rowid and not t.pk) or t.sql.upper().startswith("CREATE VIRTUAL") else (
             " ORDER BY " + ", ".join(q(c.name) for c in t.pk) if t.without_rowid else " ORDER BY rowid")
         sql = f"SELECT {', '.join(q(c.name) for c in t.columns)} FROM main.{q(t.name)}{order}"
         if limit is not None:

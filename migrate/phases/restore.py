@@ -24,7 +24,7 @@ import structlog
 from ..codec import decoder
 from ..convert import RowConverter
 from ..errors import BackupError, DataError, MigrateError, TargetError, TargetUnavailable
-from ..postgres_target import Target, classify
+from ..postgres_target import TRANSIENT_ERRORS, Target, classify
 from ..progress import current
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
 from ..types import fold
@@ -377,28 +377,35 @@ def _foreign_key(cur, target: Target, t: Table, i: int, fk: ForeignKey, by_name:
     if _constraint_exists(cur, target, t.pg_name, name):
         return
     child_q, parent_q = target.qualified(t.pg_name), target.qualified(parent.pg_name)
+    cols = ", ".join(q(a.pg_name) for a, _ in pairs)
+    refs = ", ".join(q(b.pg_name) for _, b in pairs)
+    add = (f"ALTER TABLE {child_q} ADD CONSTRAINT {q(name)} FOREIGN KEY ({cols}) REFERENCES {parent_q} ({refs}) "
+           f"ON UPDATE {fk.on_update} ON DELETE {fk.on_delete}")
+    # validating the key is the scan that finds orphans: look for them only when it fails
+    # (post-data runs in autocommit: a failed statement leaves the connection usable)
+    try:
+        cur.execute(add)
+        return
+    except psycopg2.errors.ForeignKeyViolation:
+        pass
+    except psycopg2.Error as e:
+        if isinstance(e, TRANSIENT_ERRORS) or "closed" in str(e):
+            raise
+        errors.append(f"{where}: {str(e).strip().splitlines()[0]}")
+        return
     notnull = " AND ".join(f"c.{q(a.pg_name)} IS NOT NULL" for a, _ in pairs)
     match = " AND ".join(f"p.{q(b.pg_name)} = c.{q(a.pg_name)}" for a, b in pairs)
     key_cols = [c.pg_name for c in t.pk] or [a.pg_name for a, _ in pairs]
     cur.execute(f"SELECT count(*) OVER (), {', '.join('c.' + q(k) for k in key_cols)} FROM {child_q} c "
                 f"WHERE {notnull} AND NOT EXISTS (SELECT 1 FROM {parent_q} p WHERE {match}) LIMIT 5")
     bad = cur.fetchall()
-    not_valid = ""
-    if bad:
-        sample = "; ".join(", ".join(f"{k}={v!r}" for k, v in zip(key_cols, r[1:])) for r in bad)
-        msg = f"{where}: {bad[0][0]} orphan row(s) whose parent does not exist, e.g. {sample}"
-        if orphans != "not-valid":
-            errors.append(msg + " (use --orphans not-valid to add the key NOT VALID and keep the rows)")
-            return
-        notes.append(msg + "; key added NOT VALID")
-        not_valid = " NOT VALID"
-    cols = ", ".join(q(a.pg_name) for a, _ in pairs)
-    refs = ", ".join(q(b.pg_name) for _, b in pairs)
-    try:
-        cur.execute(f"ALTER TABLE {child_q} ADD CONSTRAINT {q(name)} FOREIGN KEY ({cols}) REFERENCES {parent_q} ({refs}) "
-                    f"ON UPDATE {fk.on_update} ON DELETE {fk.on_delete}{not_valid}")
-    except psycopg2.Error as e:
-        errors.append(f"{where}: {str(e).strip().splitlines()[0]}")
+    sample = "; ".join(", ".join(f"{k}={v!r}" for k, v in zip(key_cols, r[1:])) for r in bad)
+    msg = f"{where}: {bad[0][0] if bad else '?'} orphan row(s) whose parent does not exist, e.g. {sample}"
+    if orphans != "not-valid":
+        errors.append(msg + " (use --orphans not-valid to add the key NOT VALID and keep the rows)")
+        return
+    notes.append(msg + "; key added NOT VALID")
+    cur.execute(add + " NOT VALID")
 
 
 def _sequence(cur, target: Target, t: Table) -> None:
