@@ -15,12 +15,18 @@ import sqlalchemy as sa
 
 
 def _same(src, dst) -> bool:
+    if _is_json_col and isinstance(dst, str):  # JSON read as text; SQLite's JSON affinity is NUMERIC
+        want = json.loads(src, parse_float=Decimal, parse_int=Decimal) if isinstance(src, str) else \
+            Decimal(repr(src)) if isinstance(src, float) else Decimal(src)
+        return want == json.loads(dst, parse_float=Decimal, parse_int=Decimal)
     if src is None or dst is None:
         return src is None and dst is None
     if isinstance(dst, memoryview):
         dst = bytes(dst)
     if isinstance(dst, bool):
-        return (src in (1, "1", "true", "t", "yes") and dst) or (src in (0, "0", "false", "f", "no") and not dst)
+        word = str(src).strip().lower()
+        return (word in ("1", "1.0", "true", "t", "yes", "y", "on") and dst) or \
+            (word in ("0", "0.0", "false", "f", "no", "n", "off") and not dst)
     if isinstance(dst, float):
         if isinstance(src, int):
             src = float(src)
@@ -41,8 +47,6 @@ def _same(src, dst) -> bool:
         return parsed == dst.replace(tzinfo=None)
     if isinstance(dst, dt.date):
         return dt.date.fromisoformat(src.strip()[:10]) == dst
-    if isinstance(dst, (dict, list)) or (isinstance(dst, (int, str)) and isinstance(src, str) and _is_json_col):
-        return json.loads(src) == dst
     if isinstance(dst, str) and not isinstance(src, str):
         if isinstance(src, float):
             return repr(src) == dst
@@ -82,13 +86,15 @@ def compare(sqlite_path: str, pg_url: str, password: str | None, schema: str = "
         notnull = {r[1] for r in src.execute(f'PRAGMA table_info("{t}")') if r[3]}
         qcols = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
         srows = src.execute(f'SELECT {qcols} FROM "{t}"').fetchall()
-        cur.execute(f'SELECT {qcols} FROM "{schema}"."{t}"')
+        pg_cols = {c["name"]: c for c in insp.get_columns(t, schema=schema)}
+        json_cols = {c for c in cols if str(pg_cols[c]["type"]).upper() in ("JSONB", "JSON")}
+        # JSON read as text, so that numbers are compared as the decimals jsonb keeps
+        pcols = ", ".join('"' + c.replace('"', '""') + '"' + ("::text" if c in json_cols else "") for c in cols)
+        cur.execute(f'SELECT {pcols} FROM "{schema}"."{t}"')
         drows = cur.fetchall()
         if len(srows) != len(drows):
             problems.append(f"{t}: {len(srows)} source rows, {len(drows)} target rows")
             continue
-        pg_cols = {c["name"]: c for c in insp.get_columns(t, schema=schema)}
-        json_cols = {c for c in cols if str(pg_cols[c]["type"]).upper() == "JSONB"}
         if pk:
             idx = [cols.index(c) for c in pk]
             key = lambda r: tuple(str(r[i]) for i in idx)  # noqa: E731
