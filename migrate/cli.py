@@ -34,6 +34,8 @@ def _common(p: argparse.ArgumentParser, *, source=False, target=False, backup=Fa
         p.add_argument("--statement-timeout", type=float, help="seconds any one statement may run (default: no limit)")
     if backup:
         p.add_argument("--backup-dir", help="directory of the JSON backup [MIGRATE_BACKUP_DIR]")
+        p.add_argument("--backup-compress", choices=("none", "gzip"),
+                       help="compress the table files (gzip level 1); restore reads either [MIGRATE_BACKUP_COMPRESS]")
     if report:
         p.add_argument("--report", help="write the machine-readable report here (JSON) [MIGRATE_REPORT]")
     p.add_argument("--table", dest="tables", action="append", metavar="GLOB",

@@ -111,6 +111,10 @@ def schema_from(s: Settings) -> tuple[Schema, SourceDB | None, list[str]]:
     return schema, src, partial
 
 
+def _compress(s: Settings) -> str | None:
+    return None if s.backup_compress == "none" else s.backup_compress
+
+
 def _fillable(s: Settings, schema: Schema) -> None:
     """A column with a --fill-null rule never receives NULL: no NOT NULL pre-check for it."""
     for tname, cols in s.fill_rules().items():
@@ -151,7 +155,7 @@ def cmd_backup(s: Settings) -> dict:
     _require(s, "source", "backup_dir")
     src, schema, partial = open_source(s)
     with src:
-        backup_phase.run(src.path, s.backup_dir, schema, src, s.limit)
+        backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s))
     conversion = sum(t.conversion_errors for t in schema.tables)
     return {"tables": [{"table": t.name, "rows": t.rows, "conversion_errors": t.conversion_errors}
                        for t in schema.tables], "partial": partial, "conversion_errors": conversion}
@@ -243,7 +247,7 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
                             drop_columns=s.drop_columns)
             _fillable(s, schema)
             step("backup")
-            backup_phase.run(src.path, s.backup_dir, schema, src, s.limit)
+            backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s))
     else:
         step("read backup")
         schema, _, ctx["partial"] = schema_from(s)

@@ -16,6 +16,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], object, type]] = {
     "source": (("MIGRATE_SOURCE",), None, str),
     "target": (("MIGRATE_TARGET", "DATABASE_URL"), None, str),
     "backup_dir": (("MIGRATE_BACKUP_DIR",), None, str),
+    "backup_compress": (("MIGRATE_BACKUP_COMPRESS",), "none", str),
     "report": (("MIGRATE_REPORT",), None, str),
     "target_schema": (("MIGRATE_TARGET_SCHEMA",), "public", str),
     "on_error": (("MIGRATE_ON_ERROR",), "fail", str),
@@ -49,7 +50,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], object, type]] = {
     "seed_admin": (("MIGRATE_SEED_ADMIN",), False, bool),
     "fill_null": (("MIGRATE_FILL_NULL",), [], list),
 }
-CHOICES = {"on_error": ("fail", "reject"), "orphans": ("fail", "not-valid"),
+CHOICES = {"on_error": ("fail", "reject"), "backup_compress": ("none", "gzip"), "orphans": ("fail", "not-valid"),
            "log_format": ("auto", "json", "console"), "progress": ("auto", "bars", "events", "off"), "log_level": ("debug", "info", "warning", "error")}
 SECRETS = {  # secret -> (file variable, variable)
     "target_password": ("MIGRATE_TARGET_PASSWORD_FILE", "MIGRATE_TARGET_PASSWORD"),

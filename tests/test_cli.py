@@ -280,3 +280,15 @@ def test_wal_snapshot_includes_uncheckpointed_rows_and_leaves_no_files(tmp_path,
     assert sql(server, pgdb, "SELECT count(*) FROM t") == [(1000,)]
     writer.close()
     assert not os.path.exists(src + "-wal") and not os.path.exists(src + "-shm")
+
+
+def test_gzip_backup_restores_and_verifies(make_sqlite, cli, pgdb, server, tmp_path):
+    src = shutil.copy(os.path.join(REALDB, "chinook", "Chinook_Sqlite.sqlite"), tmp_path / "c.db")
+    r = cli("backup", "--source", str(src), "--backup-dir", str(tmp_path / "b"), "--backup-compress", "gzip")
+    assert r.returncode == 0, r.stderr[-2000:]
+    files = sorted(os.listdir(tmp_path / "b" / "tables"))
+    assert files and all(f.endswith(".jsonl.gz") for f in files)
+    r = cli("restore", "--backup-dir", str(tmp_path / "b"), "--target", pgdb)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert compare(str(src), pgdb, server.password) == []
+    assert cli("verify", "--backup-dir", str(tmp_path / "b"), "--target", pgdb).returncode == 0

@@ -8,6 +8,7 @@ into place only when every table is on disk. The directory alone is enough for
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import os
 import time
@@ -59,9 +60,16 @@ def prepare_dir(backup_dir: str) -> None:
         raise _fail(e, backup_dir) from None
 
 
-def table_file(index: int, t: Table) -> str:
+def table_file(index: int, t: Table, compress: str | None = None) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in t.name)[:40]
-    return f"tables/{index:04d}-{safe}.jsonl"
+    return f"tables/{index:04d}-{safe}.jsonl" + (".gz" if compress == "gzip" else "")
+
+
+def open_table_file(path: str, mode: str = "rb", gz: bool | None = None):
+    """A backup table file, gzip-compressed when its name ends in .gz (--backup-compress gzip)."""
+    if path.endswith(".gz") if gz is None else gz:
+        return gzip.open(path, mode, compresslevel=1) if "w" in mode else gzip.open(path, mode)
+    return open(path, mode)
 
 
 def backup_table(src: SourceDB, t: Table, path: str, limit: int | None = None) -> None:
@@ -85,7 +93,7 @@ def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking:
     tmp = path + ".tmp"
     progress = current()
     try:
-        with open(tmp, "wb") as f:
+        with open_table_file(tmp, "wb", gz=path.endswith(".gz")) as f:
             for batch in src.rows(t, limit=limit, marking=marking):
                 if marking:
                     for row in batch:
@@ -102,7 +110,7 @@ def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking:
                 del errors[ERROR_SAMPLES:]  # keep a sample, count them all
                 rows += len(batch)
                 progress.advance(len(batch))
-            f.flush()
+        with open(tmp, "rb+") as f:  # (a gzip file is closed first: its trailer is written on close)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
@@ -120,14 +128,15 @@ def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking:
     t.error_samples = [e.to_dict() for e, _n in errors]
 
 
-def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int | None = None) -> Schema:
+def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int | None = None,
+        compress: str | None = None) -> Schema:
     """Write the backup of the tables in ``schema`` (already read and decided)."""
     prepare_dir(backup_dir)
     t0 = time.monotonic()
     progress = current()
     progress.start_phase("backup", sum(min(t.rows, limit) if limit is not None else t.rows for t in schema.tables))
     for i, t in enumerate(schema.tables, 1):
-        t.file = table_file(i, t)
+        t.file = table_file(i, t, compress)
         start = time.monotonic()
         structlog.contextvars.bind_contextvars(table=t.name)
         progress.start_table(t.name, t.rows if limit is None else min(t.rows, limit))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from hashlib import md5
 
 import orjson
@@ -28,6 +29,7 @@ from ..postgres_target import TRANSIENT_ERRORS, Target, classify
 from ..progress import current
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
 from ..types import fold
+from .backup import open_table_file
 from .init_schema import has_identity
 from .seed_admin import seeded_keys
 from .verify import fingerprint
@@ -41,7 +43,7 @@ class _CopyStream:
 
     def __init__(self, t: Table, path: str, on_error: str, rejects_path: str, fills: dict | None = None):
         self.t = t
-        self.f = open(path, "rb")
+        self.f = open_table_file(path)
         marked = [i for i, c in enumerate(t.columns)
                   if c.census.blob or c.census.nonfinite or c.census.invalid_utf8]
         self.decode = decoder(marked)
@@ -62,14 +64,17 @@ class _CopyStream:
 
     def _next(self) -> bytes:
         lines = []
-        for raw in self.f:
-            raw = raw.rstrip(b"\n")
-            if not raw:
-                continue
-            self.raw += int.from_bytes(md5(raw).digest()[:8], "big", signed=True)
-            lines.append(raw)
-            if len(lines) >= CHUNK_ROWS:
-                break
+        try:
+            for raw in self.f:
+                raw = raw.rstrip(b"\n")
+                if not raw:
+                    continue
+                self.raw += int.from_bytes(md5(raw).digest()[:8], "big", signed=True)
+                lines.append(raw)
+                if len(lines) >= CHUNK_ROWS:
+                    break
+        except (OSError, EOFError, zlib.error) as e:
+            raise BackupError(f"backup file {self.t.file!r} of table {self.t.name!r} is unreadable: {e}") from None
         if not lines:
             return b""
         try:

@@ -22,6 +22,7 @@ from ..postgres_target import Target, classify
 from ..schema import Schema, Table, q
 from ..sqlite_source import NeedsMarking, SourceDB
 from ..types import field_sql, fold, row_hash_sql
+from .backup import open_table_file
 from .init_schema import has_identity
 from .seed_admin import seeded_keys
 
@@ -53,7 +54,7 @@ def _expected_lines(t: Table, backup_dir: str | None, src: SourceDB | None, conv
     if backup_dir:
         marked = [i for i, c in enumerate(t.columns) if c.census.blob or c.census.nonfinite or c.census.invalid_utf8]
         decode = decoder(marked)
-        with open(os.path.join(backup_dir, t.file), "rb") as f:
+        with open_table_file(os.path.join(backup_dir, t.file)) as f:
             batch = []
             for raw in f:
                 batch.append(decode(raw))
