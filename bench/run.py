@@ -95,6 +95,11 @@ def main() -> int:
         results["run"] = (s, m, rc, phases(log))
         backup_mb = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(os.path.join(work, "b2"))
                         for f in fs) / 2**20
+        s, m, log, rc = measure([py, "-m", "migrate", "backup", "--source", db, "--backup-dir",
+                                 os.path.join(work, "b3"), "--backup-compress", "gzip"], env)
+        results["backup --backup-compress gzip"] = (s, m, rc, {})
+        gzip_mb = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(os.path.join(work, "b3"))
+                      for f in fs) / 2**20
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -114,7 +119,8 @@ def main() -> int:
     print(f"\nrestore alone (load + keys, the phases the ceiling also does): {restore_core:.2f} s = "
           f"{ceiling / restore_core:.2f}x the ceiling's throughput" if restore_core else "")
     print(f"whole run (backup + restore + verify): {results['run'][0]:.2f} s = {ceiling / results['run'][0]:.2f}x")
-    print(f"backup size: {backup_mb:.0f} MiB of JSON Lines")
+    print(f"backup size: {backup_mb:.0f} MiB of JSON Lines, {gzip_mb:.0f} MiB with gzip "
+          f"(source {os.path.getsize(db) / 2**20:.0f} MiB)")
     return 0
 
 

@@ -101,3 +101,14 @@ def make_sqlite(tmp_path):
 
 def pg_connect(server: Server, url: str):
     return server.connect(sa.engine.make_url(url).database)
+
+
+def sql(server: Server, url: str, query: str, *params):
+    """Run one statement in the database at url (autocommit); rows, or None."""
+    conn = pg_connect(server, url)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute(query, params)
+    out = cur.fetchall() if cur.description else None
+    conn.close()
+    return out

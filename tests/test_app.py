@@ -8,20 +8,11 @@ import sys
 
 import bcrypt
 
-from conftest import ROOT, pg_connect
+from conftest import ROOT, pg_connect, sql
 from independent import compare
 
 SAMPLE = os.path.join(ROOT, "examples", "app", "sample.db")
 PW = "Correct-Horse-Battery-42"
-
-
-def q1(server, url, sql, *params):
-    conn = pg_connect(server, url)
-    cur = conn.cursor()
-    cur.execute(sql, params)
-    rows = cur.fetchall()
-    conn.close()
-    return rows
 
 
 def _all_output(r, tmp_path):
@@ -48,7 +39,7 @@ def test_seed_admin_is_idempotent_hashes_and_never_shows_the_password(cli, pgdb,
     assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
     assert "admin user 'admin' created (id 1)" in r1.stdout
     assert "admin user 'admin' exists (id 1)" in r2.stdout
-    rows = q1(server, pgdb, 'SELECT username, email, role, is_active, hashed_password FROM "user"')
+    rows = sql(server, pgdb, 'SELECT username, email, role, is_active, hashed_password FROM "user"')
     assert len(rows) == 1 and rows[0][:4] == ("admin", "admin@example.com", "admin", True)
     assert bcrypt.checkpw(PW.encode(), rows[0][4].encode())
     assert PW not in _all_output(r1, tmp_path) + _all_output(r2, tmp_path)
@@ -56,7 +47,7 @@ def test_seed_admin_is_idempotent_hashes_and_never_shows_the_password(cli, pgdb,
     r3 = cli("seed-admin", "--target", pgdb, "--update", "--admin-email", "new@example.com",
              extra_env={"MIGRATE_ADMIN_PASSWORD": PW + "-2"})
     assert r3.returncode == 0 and "updated" in r3.stdout
-    email, hashed = q1(server, pgdb, 'SELECT email, hashed_password FROM "user"')[0]
+    email, hashed = sql(server, pgdb, 'SELECT email, hashed_password FROM "user"')[0]
     assert email == "new@example.com" and bcrypt.checkpw((PW + "-2").encode(), hashed.encode())
 
 
@@ -75,14 +66,14 @@ def test_seed_admin_needs_a_password_or_generates_one(cli, pgdb, server, tmp_pat
     assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
     generated = secret.read_text().strip()
     assert generated not in r.stdout + r.stderr
-    hashed = q1(server, pgdb, 'SELECT hashed_password FROM "user"')[0][0]
+    hashed = sql(server, pgdb, 'SELECT hashed_password FROM "user"')[0][0]
     assert bcrypt.checkpw(generated.encode(), hashed.encode())
     # from a secret file, as Kubernetes mounts it
     pwfile = tmp_path / "pw"
     pwfile.write_text(PW + "\n")
     r = cli("seed-admin", "--target", pgdb, "--update", extra_env={"MIGRATE_ADMIN_PASSWORD_FILE": str(pwfile)})
     assert r.returncode == 0
-    assert bcrypt.checkpw(PW.encode(), q1(server, pgdb, 'SELECT hashed_password FROM "user"')[0][0].encode())
+    assert bcrypt.checkpw(PW.encode(), sql(server, pgdb, 'SELECT hashed_password FROM "user"')[0][0].encode())
 
 
 def test_run_example_app_with_seed_and_fill(cli, pgdb, server, tmp_path):
@@ -94,10 +85,10 @@ def test_run_example_app_with_seed_and_fill(cli, pgdb, server, tmp_path):
     rep = json.loads(report.read_text())
     assert "admin user 'root' created (id 51)" in rep["notes"]
     assert "table 'trainingjob': 200 NULL value(s) filled by --fill-null user_id=@admin" in rep["notes"]
-    assert q1(server, pgdb, "SELECT count(*) FROM trainingjob WHERE user_id IS NULL") == [(0,)]
-    assert q1(server, pgdb, "SELECT count(*) FROM trainingjob WHERE user_id = 51") == [(200,)]
+    assert sql(server, pgdb, "SELECT count(*) FROM trainingjob WHERE user_id IS NULL") == [(0,)]
+    assert sql(server, pgdb, "SELECT count(*) FROM trainingjob WHERE user_id = 51") == [(200,)]
     # the admin is there when the foreign keys are checked: they exist and are valid
-    assert q1(server, pgdb, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated") == [(4,)]
+    assert sql(server, pgdb, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated") == [(4,)]
     assert PW not in _all_output(r, tmp_path)
     # the independent check sees exactly the admin row and the 200 filled values, nothing else
     assert compare(SAMPLE, pgdb, server.password) == [
@@ -106,7 +97,7 @@ def test_run_example_app_with_seed_and_fill(cli, pgdb, server, tmp_path):
     # a re-run keeps the admin and its id, and converges
     r = cli(*args, extra_env={"MIGRATE_ADMIN_PASSWORD": PW})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert q1(server, pgdb, "SELECT id FROM \"user\" WHERE username = 'root'") == [(51,)]
+    assert sql(server, pgdb, "SELECT id FROM \"user\" WHERE username = 'root'") == [(51,)]
     assert "already loaded by an earlier run; skipped" in r.stderr
 
 
@@ -128,10 +119,10 @@ def test_run_with_the_apps_own_schema_file(cli, pgdb, server, tmp_path):
     rep = json.loads((tmp_path / "r.json").read_text())
     assert "target column modelartifact.notes has no source column: its default applies" in rep["notes"]
     # the app's types, keys and sequences, not the derived ones
-    assert q1(server, pgdb, "SELECT data_type, character_maximum_length FROM information_schema.columns "
+    assert sql(server, pgdb, "SELECT data_type, character_maximum_length FROM information_schema.columns "
                             "WHERE table_name = 'trainingjob' AND column_name = 'status'") == [("character varying", 20)]
-    assert q1(server, pgdb, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'") == [(4,)]
-    assert q1(server, pgdb, "INSERT INTO dataset (name, owner_id, created_at) VALUES ('n', 1, now()) "
+    assert sql(server, pgdb, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'") == [(4,)]
+    assert sql(server, pgdb, "INSERT INTO dataset (name, owner_id, created_at) VALUES ('n', 1, now()) "
                             "RETURNING id") == [(201,)]
     r = cli(*args, extra_env={"MIGRATE_ADMIN_PASSWORD": PW})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -159,4 +150,4 @@ def test_app_schema_mismatches_are_reported(cli, pgdb, server, tmp_path, make_sq
     assert r.returncode == 5 and "6 characters do not fit varchar(3)" in r.stderr
     r = cli(*base, "--drop-column", "user.legacy", "--restart", "--fill-null", "user.username=bob")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert q1(server, pgdb, 'SELECT id, username, role FROM "user" ORDER BY id') == [(1, "a", "user"), (2, "bob", "user")]
+    assert sql(server, pgdb, 'SELECT id, username, role FROM "user" ORDER BY id') == [(1, "a", "user"), (2, "bob", "user")]

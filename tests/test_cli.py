@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from conftest import REALDB, pg_connect
+from conftest import REALDB, pg_connect, sql
 from independent import compare
 
 APP = """
@@ -22,16 +22,6 @@ def tables_in(server, url, schema="public"):
     cur = conn.cursor()
     cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,))
     out = [r[0] for r in cur.fetchall()]
-    conn.close()
-    return out
-
-
-def sql(server, url, query, *params):
-    conn = pg_connect(server, url)
-    conn.autocommit = True
-    cur = conn.cursor()
-    cur.execute(query, params)
-    out = cur.fetchall() if cur.description else None
     conn.close()
     return out
 

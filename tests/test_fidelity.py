@@ -3,17 +3,8 @@ its expected outcome (migrates exactly, or stops with a precise message)."""
 import json
 import sqlite3
 
-from conftest import pg_connect
+from conftest import sql
 from independent import compare
-
-
-def q(server, url, sql, *params):
-    conn = pg_connect(server, url)
-    cur = conn.cursor()
-    cur.execute(sql, params)
-    out = cur.fetchall()
-    conn.close()
-    return out
 
 
 def run(cli, src, pgdb, tmp_path, *extra):
@@ -49,13 +40,13 @@ def test_keys_without_rowid_composite_cycles_self_references(make_sqlite, cli, p
     r, rep = run(cli, src, pgdb, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert compare(src, pgdb, server.password) == []
-    fks = q(server, pgdb, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+    fks = sql(server, pgdb, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
                           "WHERE contype = 'f' ORDER BY 1, 2")
     assert ("street", "FOREIGN KEY (country, city) REFERENCES city(country, name)") in fks
     assert ("street", "FOREIGN KEY (parent) REFERENCES street(id)") in fks
     assert ("city", "FOREIGN KEY (country) REFERENCES country(code)") in fks  # REFERENCES t: its primary key
     assert {("a", "FOREIGN KEY (b_id) REFERENCES b(id)"), ("b", "FOREIGN KEY (a_id) REFERENCES a(id)")} <= set(fks)
-    assert q(server, pgdb, "SELECT encode(k, 'hex') FROM blobkey ORDER BY v") == [("00ff",), ("",)]
+    assert sql(server, pgdb, "SELECT encode(k, 'hex') FROM blobkey ORDER BY v") == [("00ff",), ("",)]
 
 
 NAMES = """
@@ -79,9 +70,9 @@ def test_names_reserved_quoted_unicode_and_too_long(make_sqlite, cli, pgdb, serv
     assert len({c["pg_name"] for c in one["columns"]}) == 3
     r, rep = run(cli, src, pgdb, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert q(server, pgdb, 'SELECT "select", "group", "Mixed Case", "we""ird", "ünï cødé" FROM "user"') == [
+    assert sql(server, pgdb, 'SELECT "select", "group", "Mixed Case", "we""ird", "ünï cødé" FROM "user"') == [
         ("s", 1, "M", 'q"uote', "é")]
-    assert q(server, pgdb, f'SELECT count(*) FROM "{long["a" * 70 + "_two"]}"') == [(1,)]
+    assert sql(server, pgdb, f'SELECT count(*) FROM "{long["a" * 70 + "_two"]}"') == [(1,)]
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert {t["name"]: t["pg_name"] for t in m["tables"]}["a" * 70 + "_one"] == long["a" * 70 + "_one"]
 
@@ -112,9 +103,9 @@ def test_schema_objects_translated_or_reported(make_sqlite, cli, pgdb, server, t
     assert "CHECK constraint(s) not translated" in notes
     skipped = {(s["kind"], s["name"]) for s in rep["skipped_objects"]}
     assert {("view", "v_item"), ("trigger", "t_item")} <= skipped
-    assert set(q(server, pgdb, "SELECT indexname FROM pg_indexes WHERE tablename = 'item'")) == {
+    assert set(sql(server, pgdb, "SELECT indexname FROM pg_indexes WHERE tablename = 'item'")) == {
         ("ix_plain",), ("item_pkey",)}
-    defaults = dict(q(server, pgdb, "SELECT column_name, column_default FROM information_schema.columns "
+    defaults = dict(sql(server, pgdb, "SELECT column_name, column_default FROM information_schema.columns "
                                      "WHERE table_name = 'item'"))
     assert defaults["created"] == "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC'::text)"
     assert defaults["stamp"] is None  # dropped with a warning, never copied as a string literal
@@ -141,9 +132,9 @@ def test_virtual_tables_data_migrated_unreadable_one_makes_the_run_partial(tmp_p
     assert r.returncode == 9, r.stderr[-2000:]
     assert rep["status"] == "partial"
     assert any("virtual table 'ext' not migrated: module nosuchmodule cannot be read" in p for p in rep["partial"])
-    assert q(server, pgdb, "SELECT title, body FROM docs ORDER BY title") == [("hello", "world"), ("sqlite", "postgres")]
-    assert q(server, pgdb, "SELECT id, minx, maxx FROM boxes ORDER BY id") == [(1, 0.0, 1.0), (2, -5.5, 5.5)]
-    assert q(server, pgdb, "SELECT v FROM plain") == [("kept",)]
+    assert sql(server, pgdb, "SELECT title, body FROM docs ORDER BY title") == [("hello", "world"), ("sqlite", "postgres")]
+    assert sql(server, pgdb, "SELECT id, minx, maxx FROM boxes ORDER BY id") == [(1, 0.0, 1.0), (2, -5.5, 5.5)]
+    assert sql(server, pgdb, "SELECT v FROM plain") == [("kept",)]
     assert not any(t["table"].startswith("docs_") for t in rep["tables"])
 
 
@@ -154,7 +145,7 @@ def test_dates_in_many_shapes_in_one_column(make_sqlite, cli, pgdb, server, tmp_
           (6, 1709294400123, NULL), (7, '2024-03-01 12:00', NULL), (8, '0999-12-31 23:59:59', '1600-02-29');""")
     r, rep = run(cli, src, pgdb, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert q(server, pgdb, "SELECT id, at::text, day::text FROM ev ORDER BY id") == [
+    assert sql(server, pgdb, "SELECT id, at::text, day::text FROM ev ORDER BY id") == [
         (1, "2024-03-01 12:00:00", "2024-03-01"), (2, "2024-03-01 12:00:00", "2024-03-01"),
         (3, "2024-03-01 12:00:00", None), (4, "2024-03-01 12:00:00.123456", None), (5, "2024-03-01 12:00:00", None),
         (6, "2024-03-01 12:00:00.123", None), (7, "2024-03-01 12:00:00", None), (8, "0999-12-31 23:59:59", "1600-02-29")]
