@@ -75,10 +75,10 @@ def app_ddl(s: Settings) -> str | None:
     return None
 
 
-def open_source(s: Settings) -> tuple[SourceDB, Schema, list[str]]:
+def open_source(s: Settings, utf8_check: bool = False) -> tuple[SourceDB, Schema, list[str]]:
     src = SourceDB(s.source, s.source_timeout)
     try:
-        schema = src.read_schema(census=True)
+        schema = src.read_schema(census=True, utf8_check=utf8_check)
         partial = filter_tables(schema, s.tables, s.exclude_tables)
         schema.decide(s.column_type_overrides())
         schema.app_ddl = app_ddl(s)
@@ -146,7 +146,7 @@ def conversion_failure(schema: Schema, on_error: str) -> None:
 def cmd_plan(s: Settings) -> dict:
     from .plan import make_plan
     _require(s, "source")
-    src, schema, partial = open_source(s)
+    src, schema, partial = open_source(s, utf8_check=True)
     with src:
         return make_plan(src, schema, partial, s)
 

@@ -38,9 +38,12 @@ def _same(src, dst) -> bool:
                 math.isfinite(src) and Decimal(repr(src)) == dst)
         return Decimal(str(src).strip()) == dst
     if isinstance(dst, dt.datetime):
-        if isinstance(src, (int, float)):
+        if isinstance(src, int):
+            delta = dt.timedelta(milliseconds=src) if abs(src) >= 10**11 else dt.timedelta(seconds=src)
+            return dt.datetime(1970, 1, 1) + delta == dst.replace(tzinfo=None)
+        if isinstance(src, float):
             s = src / 1000 if abs(src) >= 1e11 else src
-            return abs((dt.datetime(1970, 1, 1) + dt.timedelta(seconds=s)) - dst.replace(tzinfo=None)) < dt.timedelta(microseconds=1)
+            return abs((dt.datetime(1970, 1, 1) + dt.timedelta(seconds=s)) - dst.replace(tzinfo=None)) <= dt.timedelta(microseconds=1)
         parsed = dt.datetime.fromisoformat(src.strip().replace("Z", "+00:00"))
         if parsed.tzinfo:
             parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)

@@ -282,3 +282,21 @@ def test_gzip_backup_restores_and_verifies(make_sqlite, cli, pgdb, server, tmp_p
     assert r.returncode == 0, r.stderr[-2000:]
     assert compare(str(src), pgdb, server.password) == []
     assert cli("verify", "--backup-dir", str(tmp_path / "b"), "--target", pgdb).returncode == 0
+
+
+def test_plan_census_counts_nul_and_invalid_utf8(make_sqlite, cli, tmp_path):
+    src = make_sqlite("""CREATE TABLE n (id INTEGER PRIMARY KEY, body TEXT);
+        INSERT INTO n VALUES (1, 'ascii'), (2, 'é'), (3, CAST(x'ff41' AS TEXT)), (4, 'a' || char(0) || 'b'),
+                             (5, 'tab' || char(9)), (6, 1700000000);""")
+    plan = json.loads(cli("plan", "--source", src, "--json").stdout)
+    census = plan["tables"][0]["columns"][1]["census"]
+    assert census == {"text": 6, "text_nul": 1, "invalid_utf8": 1}  # TEXT affinity made the integer text
+
+
+def test_verify_reports_orphans_without_calling_them_differences(make_sqlite, cli, pgdb, tmp_path):
+    src = make_sqlite(ORPHANS)
+    r = cli("run", "--source", src, "--target", pgdb, "--backup-dir", str(tmp_path / "b"), "--orphans", "not-valid")
+    assert r.returncode == 0
+    r = cli("verify", "--source", src, "--target", pgdb)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 orphan row(s) for foreign key (parent_id) -> 'parent', e.g. ['id'] = [(2,)]" in r.stdout

@@ -151,8 +151,12 @@ def test_dates_in_many_shapes_in_one_column(make_sqlite, cli, pgdb, server, tmp_
         (6, "2024-03-01 12:00:00.123", None), (7, "2024-03-01 12:00:00", None), (8, "0999-12-31 23:59:59", "1600-02-29")]
 
 
-def test_mbtiles_and_geopackage_style_files(tmp_path, cli, pgdb, server):
-    src = str(tmp_path / "world.mbtiles")
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["world.mbtiles", "world map.gpkg", "app.sqlite3"])
+def test_mbtiles_and_geopackage_style_files(tmp_path, cli, pgdb, server, name):
+    src = str(tmp_path / name)
     conn = sqlite3.connect(src)
     conn.executescript("""
         CREATE TABLE metadata (name TEXT, value TEXT);
@@ -170,3 +174,13 @@ def test_mbtiles_and_geopackage_style_files(tmp_path, cli, pgdb, server):
     r, rep = run(cli, src, pgdb, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert compare(src, pgdb, server.password) == []
+
+
+def test_very_long_values(make_sqlite, cli, pgdb, server, tmp_path):
+    src = make_sqlite("CREATE TABLE big (id INTEGER PRIMARY KEY, body TEXT, data BLOB);",
+                      params=[("INSERT INTO big VALUES (?, ?, ?)",
+                               [(1, "é" * 5_000_000, bytes(range(256)) * 40_000), (2, "x", b"")])])
+    r, rep = run(cli, src, pgdb, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sql(server, pgdb, "SELECT length(body), octet_length(data) FROM big ORDER BY id") == [
+        (5_000_000, 10_240_000), (1, 0)]

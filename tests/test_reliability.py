@@ -181,3 +181,58 @@ def test_no_privileges_on_target_exit_4(make_sqlite, tmp_path, pgdb, server, cli
     assert r.returncode == 4, r.stderr
     assert "no privileges: permission denied" in r.stderr
     assert "weak-pw" not in r.stderr + r.stdout
+
+
+def test_corrupt_page_in_the_middle_exit_3(tmp_path, cli, big_db):
+    src = str(tmp_path / "corrupt.db")
+    shutil.copy(big_db, src)
+    size = os.path.getsize(src)
+    with open(src, "r+b") as f:  # overwrite a few pages in the middle with garbage
+        f.seek((size // 2) // 4096 * 4096)
+        f.write(bytes(range(256)) * 64)
+    r = cli("run", "--source", src, "--target", "postgresql://u@127.0.0.1:1/db", "--backup-dir",
+            str(tmp_path / "b"), "--wait-timeout", "1")
+    # either the census or the backup meets the damaged page: exit 3 names the file and the table
+    assert r.returncode in (3, 4), r.stderr[-2000:]
+    r = cli("backup", "--source", src, "--backup-dir", str(tmp_path / "b"))
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "corrupt or not a SQLite database" in r.stderr and f"source '{src}'" in r.stderr
+    assert not (tmp_path / "b" / "manifest.json").exists()
+
+
+def test_consistent_snapshot_while_an_app_writes(tmp_path, env, pgdb, server):
+    """A writer keeps committing into a WAL database during the whole run: the migration
+    is one snapshot (verify passes against the backup taken from it)."""
+    src = str(tmp_path / "live.db")
+    w = sqlite3.connect(src)
+    w.execute("PRAGMA journal_mode=WAL")
+    w.execute("CREATE TABLE event (id INTEGER PRIMARY KEY, v TEXT)")
+    w.executemany("INSERT INTO event (v) VALUES (?)", [("x" * 50,)] * 200_000)
+    w.commit()
+    p = _popen(["run", "--source", src, "--target", pgdb, "--backup-dir", str(tmp_path / "b")], env)
+    written = 0
+    while p.poll() is None:
+        w.executemany("INSERT INTO event (v) VALUES (?)", [("late",)] * 100)
+        w.commit()
+        written += 100
+        time.sleep(0.01)
+    out, err = p.communicate()
+    assert p.returncode == 0, err[-2000:]
+    assert written > 0
+    conn = pg_connect(server, pgdb)
+    cur = conn.cursor()
+    cur.execute("SELECT count(*), max(id) FROM event")
+    n, mx = cur.fetchone()
+    conn.close()
+    assert n == mx and 200_000 <= n < 200_000 + written  # a prefix of the writes: one consistent moment
+    w.close()
+
+
+def test_tls_settings_pass_through_to_libpq(make_sqlite, cli, pgdb, tmp_path):
+    src = make_sqlite("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+    r = cli("run", "--source", src, "--target", pgdb + "?sslmode=require", "--backup-dir", str(tmp_path / "b"),
+            "--wait-timeout", "1")
+    assert r.returncode == 4
+    assert "server does not support SSL" in r.stderr  # libpq saw sslmode=require (the test server has no TLS)
+    r = cli("run", "--source", src, "--target", pgdb + "?sslmode=disable", "--backup-dir", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -164,3 +164,25 @@ def test_roundtrip_typed_values(tmp_path_factory, pgdb, cli, server, rows):
     assert r.returncode == 0, r.stderr[-2000:]
     assert compare(src, pgdb, server.password) == []
 
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.binary(max_size=30) | st.text(max_size=20).map(lambda s: s.encode("utf-8", "surrogatepass")),
+                min_size=1, max_size=15))
+def test_roundtrip_nul_and_invalid_utf8_text_as_bytea(tmp_path_factory, pgdb, cli, server, texts):
+    """TEXT holding any bytes (NUL, invalid UTF-8): every byte survives into bytea when asked."""
+    tmp = tmp_path_factory.mktemp("bytes")
+    src = str(tmp / "src.db")
+    conn = sqlite3.connect(src)
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.executemany("INSERT INTO notes (body) VALUES (CAST(? AS TEXT))", [(t,) for t in texts])
+    conn.commit()
+    conn.close()
+    r = cli("run", "--source", src, "--target", pgdb, "--backup-dir", str(tmp / "bk"), "--restart",
+            "--column-type", "notes.body=bytea")
+    assert r.returncode == 0, r.stderr[-2000:]
+    pg = server.connect(pgdb.rsplit("/", 1)[1])
+    cur = pg.cursor()
+    cur.execute("SELECT body FROM notes ORDER BY id")
+    assert [bytes(b) for (b,) in cur.fetchall()] == texts
+    pg.close()

@@ -32,7 +32,8 @@ from ..types import fold
 from .backup import open_table_file
 from .init_schema import has_identity
 from .seed_admin import seeded_keys
-from .verify import fingerprint
+from .verify import fingerprint, fk_pairs
+from .verify import orphans as find_orphans
 
 log = structlog.get_logger()
 CHUNK_ROWS = 5000
@@ -357,19 +358,15 @@ def _indexes(cur, target: Target, t: Table, table_names: set[str], notes: list[s
 def _foreign_key(cur, target: Target, t: Table, i: int, fk: ForeignKey, by_name: dict,
                  orphans: str, notes: list[str], errors: list[str]) -> None:
     where = f"table {t.name!r}: foreign key ({', '.join(fk.columns)}) -> {fk.ref_table!r}"
-    parent = by_name.get(fk.ref_table)
-    if parent is None:
+    if fk.ref_table not in by_name:
         notes.append(f"{where} not created: the referenced table is not migrated")
         return
-    ref_cols = fk.ref_columns if all(fk.ref_columns) else [c.name for c in parent.pk]
-    if len(ref_cols) != len(fk.columns):
-        notes.append(f"{where} not created: the referenced table has no matching primary key")
+    resolved = fk_pairs(t, fk, by_name)
+    if resolved is None:
+        notes.append(f"{where} not created: its columns do not match the referenced table's key")
         return
-    try:
-        pairs = [(t.column(a), parent.column(b)) for a, b in zip(fk.columns, ref_cols)]
-    except KeyError as e:
-        notes.append(f"{where} not created: column {e.args[0]!r} does not exist")
-        return
+    parent, pairs = resolved
+    ref_cols = [b.name for _, b in pairs]
     if set(ref_cols) not in _unique_sets(parent) or any(c.census.null for c in parent.pk):
         notes.append(f"{where} not created: ({', '.join(ref_cols)}) is not unique in {fk.ref_table!r} "
                      "(SQLite reports 'foreign key mismatch' for it too)")
@@ -398,14 +395,9 @@ def _foreign_key(cur, target: Target, t: Table, i: int, fk: ForeignKey, by_name:
             raise
         errors.append(f"{where}: {str(e).strip().splitlines()[0]}")
         return
-    notnull = " AND ".join(f"c.{q(a.pg_name)} IS NOT NULL" for a, _ in pairs)
-    match = " AND ".join(f"p.{q(b.pg_name)} = c.{q(a.pg_name)}" for a, b in pairs)
-    key_cols = [c.pg_name for c in t.pk] or [a.pg_name for a, _ in pairs]
-    cur.execute(f"SELECT count(*) OVER (), {', '.join('c.' + q(k) for k in key_cols)} FROM {child_q} c "
-                f"WHERE {notnull} AND NOT EXISTS (SELECT 1 FROM {parent_q} p WHERE {match}) LIMIT 5")
-    bad = cur.fetchall()
-    sample = "; ".join(", ".join(f"{k}={v!r}" for k, v in zip(key_cols, r[1:])) for r in bad)
-    msg = f"{where}: {bad[0][0] if bad else '?'} orphan row(s) whose parent does not exist, e.g. {sample}"
+    n, key_cols, bad = find_orphans(cur, target, t, parent, pairs)
+    sample = "; ".join(", ".join(f"{k}={v!r}" for k, v in zip(key_cols, r)) for r in bad)
+    msg = f"{where}: {n} orphan row(s) whose parent does not exist, e.g. {sample}"
     if orphans != "not-valid":
         errors.append(msg + " (use --orphans not-valid to add the key NOT VALID and keep the rows)")
         return

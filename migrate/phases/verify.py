@@ -98,6 +98,32 @@ def _diff(cur, target: Target, t: Table, backup_dir, src) -> list[str]:
     return out
 
 
+def orphans(cur, target: Target, child: Table, parent: Table, pairs, limit: int = 5) -> tuple[int, list[str], list]:
+    """Rows of child whose non-NULL key has no row in parent: (count, key columns, sample keys)."""
+    notnull = " AND ".join(f"c.{q(a.pg_name)} IS NOT NULL" for a, _ in pairs)
+    match = " AND ".join(f"p.{q(b.pg_name)} = c.{q(a.pg_name)}" for a, b in pairs)
+    key_cols = [c.pg_name for c in child.pk] or [a.pg_name for a, _ in pairs]
+    cur.execute(f"SELECT count(*) OVER (), {', '.join('c.' + q(k) for k in key_cols)} "
+                f"FROM {target.qualified(child.pg_name)} c WHERE {notnull} AND NOT EXISTS "
+                f"(SELECT 1 FROM {target.qualified(parent.pg_name)} p WHERE {match}) LIMIT {int(limit)}")
+    rows = cur.fetchall()
+    return (rows[0][0] if rows else 0), key_cols, [r[1:] for r in rows]
+
+
+def fk_pairs(t: Table, fk, by_name: dict):
+    """(parent, [(child column, parent column)]) for a foreign key, or None when it cannot be resolved."""
+    parent = by_name.get(fk.ref_table)
+    if parent is None:
+        return None
+    ref = fk.ref_columns if all(fk.ref_columns) else [c.name for c in parent.pk]
+    if len(ref) != len(fk.columns):
+        return None
+    try:
+        return parent, [(t.column(a), parent.column(b)) for a, b in zip(fk.columns, ref)]
+    except KeyError:
+        return None
+
+
 def _not_seeded(t: Table, seeded: list[str]) -> tuple[str, list]:
     """WHERE clause leaving out the rows seed-admin added or changed (single-column keys)."""
     if not seeded or len(t.pk) != 1:
@@ -131,7 +157,8 @@ def expected_with(t: Table, backup_dir: str, fills: dict | None, seeded: list[st
 
 
 def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
-                 src: SourceDB | None = None, fills: dict | None = None, derived: bool = True) -> dict:
+                 src: SourceDB | None = None, fills: dict | None = None, derived: bool = True,
+                 by_name: dict | None = None) -> dict:
     start = time.monotonic()
     expected_rows = t.rows - t.conversion_errors
     res = {"table": t.name, "pg_name": t.pg_name, "source_rows": t.rows, "expected_rows": expected_rows,
@@ -176,6 +203,15 @@ def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
             res["problems"].append(f"sequence {seq} would hand out {nxt}, but max({col}) is {mx}")
             if res["verdict"] == "ok":
                 res["verdict"] = "sequence"
+    # orphans are reported, not counted as a difference: SQLite let the source hold them too
+    for fk in (t.foreign_keys if derived and res["target_rows"] is not None else []):
+        resolved = fk_pairs(t, fk, by_name or {})
+        if resolved:
+            n, key_cols, sample = orphans(cur, target, t, resolved[0], resolved[1])
+            if n:
+                res.setdefault("orphans", {})[f"({', '.join(fk.columns)}) -> {fk.ref_table}"] = n
+                res["problems"].append(f"{n} orphan row(s) for foreign key ({', '.join(fk.columns)}) -> "
+                                       f"{fk.ref_table!r}, e.g. {key_cols} = {sample[:3]}")
     res["seconds"] = round(time.monotonic() - start, 3)
     return res
 
@@ -192,7 +228,7 @@ def run(schema: Schema, target: Target, *, backup_dir: str | None = None, src: S
             for t in schema.restore_order():
                 structlog.contextvars.bind_contextvars(table=t.name)
                 r = verify_table(cur, target, t, backup_dir, src, fills_for(t) if fills_for else None,
-                                 derived=schema.app_ddl is None)
+                                 derived=schema.app_ddl is None, by_name={x.name: x for x in schema.tables})
                 log.info("table verified", table=t.name, verdict=r["verdict"], rows=r["target_rows"])
                 results.append(r)
     except psycopg2.Error as e:
