@@ -3,7 +3,7 @@
 Generates (or reuses) the deterministic app-like DB, starts a throwaway PostgreSQL,
 then measures, each in its own process: the ceiling (bench/ceiling.py), and migrate's
 backup, restore (from that backup into a fresh database) and the whole run. Prints
-seconds per phase (from the STEP log lines), rows/s, peak RSS of each process, and
+seconds per phase (from the STEP log lines), rows/s, peak RSS of each process tree (workers included), and
 the ratios against the ceiling. Nothing here is asserted: it prints figures.
 """
 from __future__ import annotations
@@ -27,15 +27,43 @@ from generate import generate  # noqa: E402
 from throwaway_pg import Cluster  # noqa: E402
 
 
+def tree_rss_kib(pid: int) -> int:
+    """Resident memory of a process and all its descendants (the load's worker processes),
+    from /proc; pages a forked worker shares with its parent count twice (an upper bound)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return total
+
+
 def measure(cmd: list[str], env: dict) -> tuple[float, float, str, int]:
-    """(seconds, peak RSS MiB, output, exit code) of one child process (its own rusage)."""
+    """(seconds, peak RSS MiB of the process tree, output, exit code) of one command."""
+    import threading
     with tempfile.TemporaryFile("w+") as out:
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        peak = [0]
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.02):
+                peak[0] = max(peak[0], tree_rss_kib(p.pid))
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(p.pid, 0)
+        done.set()
+        sampler.join()
         seconds = time.monotonic() - t0
         out.seek(0)
-        return seconds, usage.ru_maxrss / 1024, out.read(), os.waitstatus_to_exitcode(status)
+        return seconds, max(peak[0], usage.ru_maxrss) / 1024, out.read(), os.waitstatus_to_exitcode(status)
 
 
 def phases(log: str) -> dict[str, float]:
@@ -71,7 +99,7 @@ def main() -> int:
         admin = psycopg2.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
                                  dbname="postgres")
         admin.autocommit = True
-        for name in ("ceiling", "restore", "run"):
+        for name in ("ceiling", "restore", "run", "restore1"):
             admin.cursor().execute(f"CREATE DATABASE {name}")
         admin.close()
         url = lambda name: f"postgresql://postgres@127.0.0.1:{cluster.port}/{name}"  # noqa: E731
@@ -95,6 +123,9 @@ def main() -> int:
         results["run"] = (s, m, rc, phases(log))
         backup_mb = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(os.path.join(work, "b2"))
                         for f in fs) / 2**20
+        s, m, log, rc = measure([py, "-m", "migrate", "restore", "--backup-dir", os.path.join(work, "b1"),
+                                 "--target", url("restore1"), "--workers", "1"], env)
+        results["restore --workers 1"] = (s, m, rc, phases(log))
         s, m, log, rc = measure([py, "-m", "migrate", "backup", "--source", db, "--backup-dir",
                                  os.path.join(work, "b3"), "--backup-compress", "gzip"], env)
         results["backup --backup-compress gzip"] = (s, m, rc, {})

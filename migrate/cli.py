@@ -74,6 +74,9 @@ def _write_opts(p: argparse.ArgumentParser) -> None:
                    help="rows whose foreign key has no parent: fail (default) or add the key NOT VALID "
                         "[MIGRATE_ORPHANS]")
     p.add_argument("--limit", type=int, help="trial run: at most N rows per table (reported as partial)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="tables loaded at once, each by its own process, biggest first (default 2; 1 = one "
+                        "after another; the application's schema always loads one after another) [MIGRATE_WORKERS]")
 
 
 def _admin_opts(p: argparse.ArgumentParser, seeding_flag: bool) -> None:

@@ -260,7 +260,8 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
     step("restore")
     fills = Fills(s, target, schema, step, ctx)
     ctx["load"] = restore_phase.load(schema, s.backup_dir, target, on_error=s.on_error,  # retries per table
-                                     fills_for=fills.for_table, after_table=fills.after_table)
+                                     fills_for=fills.for_table, after_table=fills.after_table,
+                                     workers=s.workers, filled_tables=set(fills.rules))
     if s.seed_admin and not fills.seeded:
         fills.seed()
     for t in schema.tables:

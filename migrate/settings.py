@@ -33,6 +33,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], object, type]] = {
     "progress": (("MIGRATE_PROGRESS",), "auto", str),
     "progress_interval": (("MIGRATE_PROGRESS_INTERVAL",), 5.0, float),
     "limit": (("MIGRATE_LIMIT",), None, int),
+    "workers": (("MIGRATE_WORKERS",), 2, int),
     "tables": (("MIGRATE_TABLES",), [], list),
     "exclude_tables": (("MIGRATE_EXCLUDE_TABLES",), [], list),
     "column_types": (("MIGRATE_COLUMN_TYPES",), [], list),
@@ -116,6 +117,8 @@ class Settings:
         secrets = {name: read_secret(name, env) for name in SECRETS}
         s = cls(values=values, secrets={k: v for k, v in secrets.items() if v})
         s.column_type_overrides()  # validated now, before anything is opened
+        if s.workers < 1:
+            raise UsageError(f"workers: {s.workers} is not a number of processes (1 or more)")
         s.fill_rules()
         from .log import register_secret
         for v in s.secrets.values():

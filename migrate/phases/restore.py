@@ -42,13 +42,20 @@ CHUNK_ROWS = 5000
 class _CopyStream:
     """A read()-able stream of COPY text for copy_expert, built from the backup file."""
 
-    def __init__(self, t: Table, path: str, on_error: str, rejects_path: str, fills: dict | None = None):
+    def __init__(self, t: Table, path: str, on_error: str, rejects_path: str, fills: dict | None = None,
+                 part: tuple[int, int] | None = None):
         self.t = t
         self.f = open_table_file(path)
+        self.pos, self.end = part or (0, None)  # a part: the lines starting in [pos, end) of the file
+        if self.pos:
+            self.f.seek(self.pos)
         marked = [i for i, c in enumerate(t.columns)
                   if c.census.blob or c.census.nonfinite or c.census.invalid_utf8]
         self.decode = decoder(marked)
-        self.conv = RowConverter(t, fills)
+        # the backup converted every row to these very types without an error: its checksum is
+        # the expected content, and the load need not canonicalise or hash again
+        self.trusted = not fills and t.conversion_errors == 0 and t.checksum_types == t.types_signature()
+        self.conv = RowConverter(t, fills, trusted=self.trusted)
         self.on_error = on_error
         self.rejects_path = rejects_path
         self.rejects = None
@@ -67,6 +74,10 @@ class _CopyStream:
         lines = []
         try:
             for raw in self.f:
+                if self.end is not None:
+                    if self.pos >= self.end:
+                        break
+                    self.pos += len(raw)
                 raw = raw.rstrip(b"\n")
                 if not raw:
                     continue
@@ -92,7 +103,8 @@ class _CopyStream:
                                                "--on-error reject to load the other rows and list the bad ones")
             self._reject(errors, lines)
         self.loaded += len(out)
-        self.content += self.conv.hash_lines(out)
+        if not self.trusted:
+            self.content += self.conv.hash_lines(out)
         current().advance(len(batch))
         out.append("")
         return "\n".join(out).encode("utf-8")
@@ -105,6 +117,10 @@ class _CopyStream:
         for err, n in errors:
             self.rejects.write(orjson.dumps({**err.to_dict(), "row": orjson.Fragment(raw_lines[n])}) + b"\n")
             self.rejected += 1
+
+    @property
+    def checksum(self) -> str:
+        return self.t.checksum if self.trusted else fold(self.content)
 
     def close(self) -> None:
         self.f.close()
@@ -123,27 +139,35 @@ def source_signature(t: Table, fills: dict | None) -> str:
 
 
 def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, fills: dict | None = None,
-               cascade: bool = False) -> dict:
+               cascade: bool = False, part: tuple[int, int] | None = None) -> dict:
+    """The whole table in one transaction (TRUNCATE, COPY, state), or with part=(start, end)
+    only the lines of the backup file starting in that byte range (COPY alone; the parent
+    truncated the table before and records it once every part is in: see _load_parallel)."""
     path = os.path.join(backup_dir, t.file)
     if not os.path.exists(path):
         raise BackupError(f"backup {backup_dir!r} has no file {t.file!r} for table {t.name!r}")
     rejects_path = os.path.join(backup_dir, "rejects", os.path.basename(t.file))
-    if os.path.exists(rejects_path):
+    if os.path.exists(rejects_path) and part is None:
         os.remove(rejects_path)
-    stream = _CopyStream(t, path, on_error, rejects_path, fills)
+    stream = _CopyStream(t, path, on_error, rejects_path, fills, part)
     cols = ", ".join(q(c.pg_name) for c in t.columns)
     start = time.monotonic()
     try:
         with conn.cursor() as cur:
             # the application's schema keeps its foreign keys during the load: its children are
             # emptied with the parent and, their content no longer matching, reloaded after it
-            cur.execute(f"TRUNCATE {target.qualified(t.pg_name)}{' CASCADE' if cascade else ''}")
+            if part is None:
+                cur.execute(f"TRUNCATE {target.qualified(t.pg_name)}{' CASCADE' if cascade else ''}")
             cur.copy_expert(f"COPY {target.qualified(t.pg_name)} ({cols}) FROM STDIN", stream, size=1 << 16)
+            if part is not None:
+                conn.commit()
+                return {"rows": stream.rows, "loaded": stream.loaded, "raw": stream.raw,
+                        "seconds": round(time.monotonic() - start, 3)}
             if stream.rows != t.rows or fold(stream.raw) != t.raw_checksum:
                 raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
                                   f"({stream.rows} rows read, {t.rows} recorded; checksum "
                                   f"{fold(stream.raw)} vs {t.raw_checksum}): the backup is corrupt")
-            target.set_state(cur, t.pg_name, status="loaded", rows=stream.loaded, checksum=fold(stream.content),
+            target.set_state(cur, t.pg_name, status="loaded", rows=stream.loaded, checksum=stream.checksum,
                              source=source_signature(t, fills))
         conn.commit()
     except Exception as e:
@@ -164,7 +188,7 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
     finally:
         stream.close()
     return {"rows": stream.rows, "loaded": stream.loaded, "rejected": stream.rejected,
-            "filled": stream.conv.filled, "checksum": fold(stream.content),
+            "filled": stream.conv.filled, "checksum": stream.checksum,
             "seconds": round(time.monotonic() - start, 3)}
 
 
@@ -179,17 +203,31 @@ def drop_foreign_keys(schema: Schema, target: Target, conn) -> None:
 
 
 def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fail",
-         fills_for=None, after_table=None) -> dict[str, dict]:
-    """Load every table (parents first), skipping those already loaded from the same
-    content. A transient failure (e.g. the server restarting) redoes the current table.
-    fills_for(table) -> {column: value} for --fill-null; after_table(table, conn) runs
-    after each table (the admin is seeded there, before its children load)."""
+         fills_for=None, after_table=None, workers: int = 1, filled_tables=()) -> dict[str, dict]:
+    """Load every table, skipping those already loaded from the same content. A transient
+    failure (e.g. the server restarting) redoes the current table. fills_for(table) ->
+    {column: value} for --fill-null; after_table(table, conn) runs after each table (the
+    admin is seeded there, before its children load).
+
+    With workers > 1 the derived schema's tables load at once, biggest first, each in a
+    worker process of its own (its own connection and transaction); foreign keys come in
+    post-data, so the order between tables does not matter. The application's schema
+    keeps its foreign keys during the load, and tables with --fill-null rules need the
+    admin first: those load one after another, parents first."""
     conn = target.retrying("connecting", _prepare, schema, target)
     results: dict[str, dict] = {}
     progress = current()
     progress.start_phase("restore", sum(t.rows for t in schema.tables))
     try:
-        for t in schema.restore_order():
+        order = schema.restore_order()
+        at_once = [t for t in order if t.name not in filled_tables] if schema.app_ddl is None else []
+        if workers > 1 and len(at_once) > 1:
+            conn.close()  # nothing of ours is open while the workers fork
+            conn = None
+            _load_parallel(at_once, backup_dir, target, on_error, results, workers, after_table)
+        for t in order:
+            if t.name in results:
+                continue
             structlog.contextvars.bind_contextvars(table=t.name)
             progress.start_table(t.name, t.rows)
             fills = fills_for(t) if fills_for else None
@@ -205,6 +243,194 @@ def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fa
         progress.end_phase()
         if conn is not None:
             conn.close()
+
+
+# ------------------------------------------------------------ parallel load --
+_JOB: dict = {}  # what a forked worker needs, set by the parent just before the pool forks
+_INHERITED: list = []  # the parent's connections as a worker inherits them: never closed there
+
+
+PART_MIN_ROWS = 100_000  # a table this big is loaded by several workers at once, a part each
+
+
+def _parts(t: Table, backup_dir: str, n: int) -> list[tuple[int, int]] | None:
+    """Byte ranges of the backup file, split at line starts; None when the table loads whole:
+    small, compressed (no seeking), or not known to convert without an error (rejects and
+    row numbers in messages need one reader)."""
+    path = os.path.join(backup_dir, t.file)
+    if (n < 2 or t.rows < PART_MIN_ROWS or path.endswith(".gz") or t.conversion_errors
+            or t.checksum_types != t.types_signature() or not os.path.exists(path)):
+        return None
+    size = os.path.getsize(path)
+    cuts = [0]
+    with open(path, "rb") as f:
+        for i in range(1, n):
+            f.seek(size * i // n)
+            f.readline()
+            if f.tell() > cuts[-1] and f.tell() < size:
+                cuts.append(f.tell())
+    cuts.append(size)
+    return list(zip(cuts, cuts[1:]))
+
+
+def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_error: str, results: dict,
+                   workers: int, after_table) -> None:
+    """Tables at once in worker processes, biggest first; a big table in parts, each part
+    COPYed by a worker in a transaction of its own. Such a table is truncated and marked
+    'loading' first and recorded as loaded only when every part is in and the rows and the
+    backup checksum add up; a crash in between leaves it unrecorded, and the next run
+    loads it again from empty."""
+    import gc
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    work: list[tuple[Table, tuple[int, int] | None]] = []
+    pending: dict[str, list] = {}
+    conn = target.retrying("connecting", target.connect)
+    try:
+        for t in sorted(tables, key=lambda t: -t.rows):
+            parts = _parts(t, backup_dir, workers)
+            if parts is None:
+                work.append((t, None))
+                continue
+            done = target.retrying(f"loading table {t.name!r}", _already_loaded, target, conn, t, None)
+            if done:
+                results[t.name] = done
+                current().advance(t.rows)
+                continue
+            with conn.cursor() as cur:
+                cur.execute(f"TRUNCATE {target.qualified(t.pg_name)}")
+                target.set_state(cur, t.pg_name, status="loading", rows=0, checksum="", source="")
+            conn.commit()
+            log.info("loading table", table=t.name, rows=t.rows, parts=len(parts))
+            pending[t.name] = []
+            work += [(t, p) for p in parts]
+    finally:
+        conn.close()  # nothing of ours is open while the workers fork
+    mp = multiprocessing.get_context("fork")
+    queue = mp.SimpleQueue()
+    _JOB.update(target=target, backup_dir=backup_dir, on_error=on_error, queue=queue,
+                tables={t.name: t for t in tables})
+    relay = threading.Thread(target=_relay, args=(queue, current()), daemon=True)
+    relay.start()
+    gc.collect()  # garbage is collected here, not in a worker, where closing it would close ours
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(work) or 1), mp_context=mp, initializer=_worker_init)
+    failure: MigrateError | None = None
+    try:
+        futures = {pool.submit(_worker_load, t.name, part): (t, part) for t, part in work}
+        for done in as_completed(futures):
+            t, part = futures[done]
+            outcome = done.result()
+            if isinstance(outcome, MigrateError):
+                failure = failure or outcome
+                for f in futures:
+                    f.cancel()
+                continue
+            target.ensure_lock()  # a server restart took the lock with our session: take it again
+            if part is not None:
+                pending[t.name].append(outcome)
+                if sum(1 for _t, p in work if _t is t) != len(pending[t.name]):
+                    continue
+                outcome = target.retrying(f"recording table {t.name!r}", _record_parts, target, t,
+                                          pending[t.name])
+            results[t.name] = outcome
+            if after_table and failure is None:
+                target.retrying(f"after table {t.name!r}", _after, target, None, t, after_table).close()
+    except BaseException:
+        for p in list(getattr(pool, "_processes", {}).values()):  # interrupted: their transactions roll back
+            p.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        queue.put(None)
+        relay.join()
+        _JOB.clear()
+    if failure is not None:
+        raise failure
+
+
+def _record_parts(target: Target, t: Table, parts: list[dict]) -> dict:
+    rows, raw = sum(p["rows"] for p in parts), sum(p["raw"] for p in parts)
+    if rows != t.rows or fold(raw) != t.raw_checksum:
+        raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
+                          f"({rows} rows read, {t.rows} recorded; checksum {fold(raw)} vs {t.raw_checksum}): "
+                          "the backup is corrupt")
+    conn = target.connect()
+    try:
+        with conn.cursor() as cur:
+            target.set_state(cur, t.pg_name, status="loaded", rows=rows, checksum=t.checksum,
+                             source=source_signature(t, None))
+        conn.commit()
+    finally:
+        conn.close()
+    res = {"rows": rows, "loaded": sum(p["loaded"] for p in parts), "rejected": 0, "filled": 0,
+           "checksum": t.checksum, "seconds": max(p["seconds"] for p in parts), "parts": len(parts)}
+    log.info("table loaded", table=t.name, **res)
+    return res
+
+
+def _relay(queue, progress) -> None:
+    """Parent side: rows loaded by the workers, into the live progress."""
+    while (item := queue.get()) is not None:
+        progress.table = item[0]
+        progress.advance(item[1])
+
+
+class _Relayed:
+    """Worker side of the progress: rows go to the parent, which shows them."""
+
+    def __init__(self, queue, table: str):
+        self.queue, self.table = queue, table
+
+    def advance(self, n: int) -> None:
+        self.queue.put((self.table, n))
+
+    def start_table(self, *_a) -> None:
+        pass
+
+
+def _worker_init() -> None:
+    import ctypes
+    import signal
+    try:  # the worker dies with the parent (kill -9 of the job): its transaction rolls back
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    target = _JOB["target"]
+    _INHERITED.append(target._lock_conn)  # the parent's session: closing it here would end it there
+    target._lock_conn = None  # the parent holds the lock and takes it again after a restart
+
+
+def _worker_load(name: str, part: tuple[int, int] | None):
+    """A table, or a part of one, in a worker process: its result, or the MigrateError it failed with."""
+    import migrate.progress as progress_module
+    t = _JOB["tables"][name]
+    target = _JOB["target"]
+    progress_module._current = _Relayed(_JOB["queue"], t.name)
+    structlog.contextvars.bind_contextvars(table=t.name)
+    results: dict = {}
+    try:
+        if part is not None:
+            return target.retrying(f"loading table {t.name!r}", _load_part, target, t, _JOB["backup_dir"], part)
+        conn = target.retrying(f"loading table {t.name!r}", _load_one, target, None, t, _JOB["backup_dir"],
+                               _JOB["on_error"], results, None, False)
+        conn.close()
+    except MigrateError as e:
+        return e
+    if results[t.name].get("skipped"):
+        progress_module._current.advance(t.rows)
+    return results[t.name]
+
+
+def _load_part(target: Target, t: Table, backup_dir: str, part: tuple[int, int]) -> dict:
+    conn = target.connect()
+    try:
+        return load_table(target, conn, t, backup_dir, "fail", part=part)
+    except psycopg2.Error as e:
+        raise classify(e, f"loading table {t.name!r}") from None
+    finally:
+        _close_quietly(conn)
 
 
 def _after(target: Target, conn, t: Table, fn):
@@ -232,17 +458,10 @@ def _load_one(target: Target, conn, t: Table, backup_dir: str, on_error: str, re
     if conn is None or conn.closed:
         conn = target.connect()
     try:
-        st = target.state(conn).get(t.pg_name, {})
-        if st.get("status") == "loaded" and st.get("source") == source_signature(t, fills):
-            # loaded from this very content: skip it only if it still holds exactly that
-            with conn.cursor() as cur:
-                same = fingerprint(cur, target, t, seeded_keys(cur, target, t.pg_name)) == (st["rows"], st["checksum"])
-            conn.rollback()
-            if same:
-                results[t.name] = {"rows": t.rows, "loaded": st["rows"], "rejected": t.rows - st["rows"],
-                                   "checksum": st["checksum"], "seconds": 0.0, "skipped": "already loaded"}
-                log.info("table already loaded by an earlier run; skipped", table=t.name, rows=t.rows)
-                return conn
+        done = _already_loaded(target, conn, t, fills)
+        if done:
+            results[t.name] = done
+            return conn
         log.info("loading table", table=t.name, rows=t.rows)
         results[t.name] = load_table(target, conn, t, backup_dir, on_error, fills, cascade=cascade)
         log.info("table loaded", table=t.name, **results[t.name])
@@ -253,6 +472,21 @@ def _load_one(target: Target, conn, t: Table, backup_dir: str, on_error: str, re
     except TargetUnavailable:
         _close_quietly(conn)
         raise
+
+
+def _already_loaded(target: Target, conn, t: Table, fills) -> dict | None:
+    """The result of an earlier run that loaded this very content, if the table still holds it."""
+    st = target.state(conn).get(t.pg_name, {})
+    if st.get("status") == "loaded" and st.get("source") == source_signature(t, fills):
+        with conn.cursor() as cur:
+            same = fingerprint(cur, target, t, seeded_keys(cur, target, t.pg_name)) == (st["rows"], st["checksum"])
+        conn.rollback()
+        if same:
+            log.info("table already loaded by an earlier run; skipped", table=t.name, rows=t.rows)
+            return {"rows": t.rows, "loaded": st["rows"], "rejected": t.rows - st["rows"],
+                    "checksum": st["checksum"], "seconds": 0.0, "skipped": "already loaded"}
+    conn.rollback()
+    return None
 
 
 def _close_quietly(conn) -> None:
