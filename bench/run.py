@@ -3,7 +3,7 @@
 Generates (or reuses) the deterministic app-like DB, starts a throwaway PostgreSQL,
 then measures, each in its own process: the ceiling (bench/ceiling.py), and migrate's
 backup, restore (from that backup into a fresh database) and the whole run. Prints
-seconds per phase (from the STEP log lines), rows/s, peak RSS of each process tree (workers included), and
+seconds per phase (from the STEP log lines), rows/s, peak memory of each process tree (PSS, workers included), and
 the ratios against the ceiling. Nothing here is asserted: it prints figures.
 """
 from __future__ import annotations
@@ -28,14 +28,15 @@ from throwaway_pg import Cluster  # noqa: E402
 
 
 def tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and all its descendants (the load's worker processes),
-    from /proc; pages a forked worker shares with its parent count twice (an upper bound)."""
+    """Memory of a process and all its descendants (the load's worker processes): the sum
+    of their PSS (/proc/PID/smaps_rollup), in which a page a forked worker still shares
+    with its parent counts once, as the container's memory limit counts it."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
-                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("Pss:")), 0)
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     todo += [int(c) for c in f.read().split()]
@@ -45,7 +46,8 @@ def tree_rss_kib(pid: int) -> int:
 
 
 def measure(cmd: list[str], env: dict) -> tuple[float, float, str, int]:
-    """(seconds, peak RSS MiB of the process tree, output, exit code) of one command."""
+    """(seconds, peak memory MiB of the process tree (PSS, sampled every 20 ms), output,
+    exit code) of one command."""
     import threading
     with tempfile.TemporaryFile("w+") as out:
         t0 = time.monotonic()
@@ -63,7 +65,7 @@ def measure(cmd: list[str], env: dict) -> tuple[float, float, str, int]:
         sampler.join()
         seconds = time.monotonic() - t0
         out.seek(0)
-        return seconds, max(peak[0], usage.ru_maxrss) / 1024, out.read(), os.waitstatus_to_exitcode(status)
+        return seconds, (peak[0] or usage.ru_maxrss) / 1024, out.read(), os.waitstatus_to_exitcode(status)
 
 
 def phases(log: str) -> dict[str, float]:
@@ -139,7 +141,7 @@ def main() -> int:
     print(f"\nmigrate benchmark: {rows:,} rows ({os.path.getsize(db) / 2**20:.0f} MiB SQLite), "
           f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
           f"PostgreSQL from {cluster.bindir}")
-    print(f"{'what':<34}{'seconds':>9}{'rows/s':>11}{'peak RSS':>11}{'vs ceiling':>12}  exit")
+    print(f"{'what':<34}{'seconds':>9}{'rows/s':>11}{'peak mem':>11}{'vs ceiling':>12}  exit")
     for name, (s, m, rc, ph) in results.items():
         print(f"{name:<34}{s:>9.2f}{rows / s:>11,.0f}{m:>8.0f} MiB{ceiling / s:>11.2f}x  {rc}")
         for step, sec in ph.items():

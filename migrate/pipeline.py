@@ -270,7 +270,8 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
             ctx["notes"].append(f"table {t.name!r}: {n} NULL value(s) filled by --fill-null "
                                 + ", ".join(f"{c}={v}" for c, v in fills.rules.get(t.name, {}).items()))
     step("post-data")
-    notes, errors = target.retrying("post-data", restore_phase.post_data, schema, target, orphans=s.orphans)
+    notes, errors = target.retrying("post-data", restore_phase.post_data, schema, target, orphans=s.orphans,
+                                   workers=s.workers)
     ctx["notes"] += schema.notes + [f"table {t.name!r}: {n}" for t in schema.tables for n in t.notes] + notes
     ctx["errors"] += errors
     step("verify")

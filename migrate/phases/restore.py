@@ -285,6 +285,12 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
     import threading
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    try:  # worker processes need POSIX semaphores (/dev/shm); without them, one process loads all
+        mp = multiprocessing.get_context("fork")
+        queue = mp.SimpleQueue()
+    except (OSError, ImportError) as e:
+        log.warning("cannot start worker processes; loading one table after another", reason=str(e))
+        return
     work: list[tuple[Table, tuple[int, int] | None]] = []
     pending: dict[str, list] = {}
     conn = target.retrying("connecting", target.connect)
@@ -308,8 +314,6 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
             work += [(t, p) for p in parts]
     finally:
         conn.close()  # nothing of ours is open while the workers fork
-    mp = multiprocessing.get_context("fork")
-    queue = mp.SimpleQueue()
     _JOB.update(target=target, backup_dir=backup_dir, on_error=on_error, queue=queue,
                 tables={t.name: t for t in tables})
     relay = threading.Thread(target=_relay, args=(queue, current()), daemon=True)
@@ -514,22 +518,43 @@ def _unique_sets(t: Table) -> list[set[str]]:
     return sets
 
 
-def post_data(schema: Schema, target: Target, *, orphans: str = "fail") -> tuple[list[str], list[str]]:
-    """Keys, indexes, foreign keys, sequences. Returns (notes, errors)."""
+def post_data(schema: Schema, target: Target, *, orphans: str = "fail", workers: int = 1) -> tuple[list[str], list[str]]:
+    """Keys, indexes, foreign keys, sequences. Returns (notes, errors). Primary keys and
+    indexes of different tables are built at once (workers connections: PostgreSQL does
+    the work); foreign keys, which lock two tables each, one after another."""
     notes: list[str] = []
     errors: list[str] = []
-    conn = target.connect()
-    conn.autocommit = True
     by_name = {t.name: t for t in schema.tables}
     table_names = {t.pg_name for t in schema.tables}
-    try:
-        with conn.cursor() as cur:
-            for t in (schema.tables if schema.app_ddl is None else []):  # the app's DDL brings its own
+
+    def keys(t: Table) -> tuple[list[str], list[str]]:
+        t_notes: list[str] = []
+        t_errors: list[str] = []
+        c = target.connect()
+        c.autocommit = True
+        try:
+            with c.cursor() as cur:
                 try:
-                    _primary_key(cur, target, t, notes)
+                    _primary_key(cur, target, t, t_notes)
                 except psycopg2.errors.UniqueViolation as e:
-                    errors.append(f"table {t.name!r}: primary key cannot be built: {e.diag.message_detail or e}")
-                _indexes(cur, target, t, table_names, notes, errors)
+                    t_errors.append(f"table {t.name!r}: primary key cannot be built: {e.diag.message_detail or e}")
+                _indexes(cur, target, t, table_names, t_notes, t_errors)
+        finally:
+            c.close()
+        return t_notes, t_errors
+
+    from concurrent.futures import ThreadPoolExecutor
+    conn = target.connect()
+    conn.autocommit = True
+    try:
+        if schema.app_ddl is None:  # the app's DDL brings its own
+            biggest_first = sorted(schema.tables, key=lambda t: -t.rows)
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                built = dict(zip((t.name for t in biggest_first), pool.map(keys, biggest_first)))
+            for t in schema.tables:  # reported in the schema's order, whatever finished first
+                notes += [n for n in built[t.name][0] if n not in notes]
+                errors += built[t.name][1]
+        with conn.cursor() as cur:
             for t in (schema.tables if schema.app_ddl is None else []):
                 for i, fk in enumerate(t.foreign_keys):
                     _foreign_key(cur, target, t, i, fk, by_name, orphans, notes, errors)
