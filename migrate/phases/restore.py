@@ -317,12 +317,13 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
     _JOB.update(target=target, backup_dir=backup_dir, on_error=on_error, queue=queue,
                 tables={t.name: t for t in tables})
     relay = threading.Thread(target=_relay, args=(queue, current()), daemon=True)
-    relay.start()
     gc.collect()  # garbage is collected here, not in a worker, where closing it would close ours
     pool = ProcessPoolExecutor(max_workers=min(workers, len(work) or 1), mp_context=mp, initializer=_worker_init)
     failure: MigrateError | None = None
     try:
+        # with fork, the first submit starts every worker: the relay thread starts after that
         futures = {pool.submit(_worker_load, t.name, part): (t, part) for t, part in work}
+        relay.start()
         for done in as_completed(futures):
             t, part = futures[done]
             outcome = done.result()
@@ -347,8 +348,9 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        queue.put(None)
-        relay.join()
+        if relay.is_alive():
+            queue.put(None)
+            relay.join()
         _JOB.clear()
     if failure is not None:
         raise failure
