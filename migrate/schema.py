@@ -90,6 +90,10 @@ class Table:
     error_samples: list[dict] = field(default_factory=list)
     checksum_types: str = ""  # the target types the checksum was computed for
 
+    def converted_by_backup(self) -> bool:
+        """The backup converted every row to exactly these target types, without an error."""
+        return self.conversion_errors == 0 and self.checksum_types == self.types_signature()
+
     def types_signature(self) -> str:
         return ",".join(f"{c.name}:{c.pg_type}:{c.max_length or ''}:{int(c.app_notnull)}" for c in self.columns)
 

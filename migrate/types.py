@@ -15,6 +15,7 @@ import re
 import struct
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from hashlib import md5
 from typing import Callable
 
 from .errors import ConversionError
@@ -546,10 +547,14 @@ def row_hash_sql(cols: list[tuple[str, str]]) -> str:
     return f"('x' || left(md5({line}), 16))::bit(64)::bigint"
 
 
+def bytes_hash(data: bytes) -> int:
+    """The signed 64-bit prefix of md5(data): a row's share of a table checksum."""
+    return int.from_bytes(md5(data).digest()[:8], "big", signed=True)
+
+
 def line_hash(line: str) -> int:
-    """Python side of row_hash_sql: the signed 64-bit prefix of md5(line)."""
-    from hashlib import md5
-    return int.from_bytes(md5(line.encode("utf-8")).digest()[:8], "big", signed=True)
+    """Python side of row_hash_sql: bytes_hash of the line's UTF-8."""
+    return bytes_hash(line.encode("utf-8"))
 
 
 def fold(total: int) -> str:

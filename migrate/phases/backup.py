@@ -13,7 +13,6 @@ import hashlib
 import os
 import time
 from datetime import datetime, timezone
-from hashlib import md5
 
 import orjson
 import structlog
@@ -25,7 +24,7 @@ from ..errors import BackupError
 from ..progress import current
 from ..schema import Schema, Table
 from ..sqlite_source import NeedsMarking, SourceDB
-from ..types import InvalidText, fold
+from ..types import InvalidText, bytes_hash, fold
 
 log = structlog.get_logger()
 MANIFEST = "manifest.json"
@@ -101,7 +100,7 @@ def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking:
                             if type(v) is InvalidText:
                                 invalid[i] += 1
                 out = [encode(r) for r in batch]
-                raw += sum(int.from_bytes(md5(x).digest()[:8], "big", signed=True) for x in out)
+                raw += sum(map(bytes_hash, out))
                 out.append(b"")
                 f.write(b"\n".join(out))
                 n_err = len(errors)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 import zlib
-from hashlib import md5
 
 import orjson
 import psycopg2
@@ -28,7 +27,7 @@ from ..errors import BackupError, DataError, MigrateError, TargetError, TargetUn
 from ..postgres_target import TRANSIENT_ERRORS, Target, classify
 from ..progress import current
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
-from ..types import fold
+from ..types import bytes_hash, fold
 from .backup import open_table_file
 from .init_schema import has_identity
 from .seed_admin import seeded_keys
@@ -54,7 +53,7 @@ class _CopyStream:
         self.decode = decoder(marked)
         # the backup converted every row to these very types without an error: its checksum is
         # the expected content, and the load need not canonicalise or hash again
-        self.trusted = not fills and t.conversion_errors == 0 and t.checksum_types == t.types_signature()
+        self.trusted = not fills and t.converted_by_backup()
         self.conv = RowConverter(t, fills, trusted=self.trusted)
         self.on_error = on_error
         self.rejects_path = rejects_path
@@ -81,7 +80,7 @@ class _CopyStream:
                 raw = raw.rstrip(b"\n")
                 if not raw:
                     continue
-                self.raw += int.from_bytes(md5(raw).digest()[:8], "big", signed=True)
+                self.raw += bytes_hash(raw)
                 lines.append(raw)
                 if len(lines) >= CHUNK_ROWS:
                     break
@@ -128,6 +127,14 @@ class _CopyStream:
             self.rejects.close()
 
 
+def _check_backup(t: Table, rows: int, raw: int) -> None:
+    """What was read of a table's backup file must be what its manifest recorded."""
+    if rows != t.rows or fold(raw) != t.raw_checksum:
+        raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
+                          f"({rows} rows read, {t.rows} recorded; checksum {fold(raw)} vs {t.raw_checksum}): "
+                          "the backup is corrupt")
+
+
 def fk_name(t: Table, i: int) -> str:
     return pg_ident(f"{t.pg_name}_fk{i + 1}")
 
@@ -163,10 +170,7 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
                 conn.commit()
                 return {"rows": stream.rows, "loaded": stream.loaded, "raw": stream.raw,
                         "seconds": round(time.monotonic() - start, 3)}
-            if stream.rows != t.rows or fold(stream.raw) != t.raw_checksum:
-                raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
-                                  f"({stream.rows} rows read, {t.rows} recorded; checksum "
-                                  f"{fold(stream.raw)} vs {t.raw_checksum}): the backup is corrupt")
+            _check_backup(t, stream.rows, stream.raw)
             target.set_state(cur, t.pg_name, status="loaded", rows=stream.loaded, checksum=stream.checksum,
                              source=source_signature(t, fills))
         conn.commit()
@@ -258,8 +262,8 @@ def _parts(t: Table, backup_dir: str, n: int) -> list[tuple[int, int]] | None:
     small, compressed (no seeking), or not known to convert without an error (rejects and
     row numbers in messages need one reader)."""
     path = os.path.join(backup_dir, t.file)
-    if (n < 2 or t.rows < PART_MIN_ROWS or path.endswith(".gz") or t.conversion_errors
-            or t.checksum_types != t.types_signature() or not os.path.exists(path)):
+    if (n < 2 or t.rows < PART_MIN_ROWS or path.endswith(".gz") or not t.converted_by_backup()
+            or not os.path.exists(path)):
         return None
     size = os.path.getsize(path)
     cuts = [0]
@@ -292,7 +296,7 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
         log.warning("cannot start worker processes; loading one table after another", reason=str(e))
         return
     work: list[tuple[Table, tuple[int, int] | None]] = []
-    pending: dict[str, list] = {}
+    pending: dict[str, tuple[int, list]] = {}  # table loaded in parts -> (parts, results so far)
     conn = target.retrying("connecting", target.connect)
     try:
         for t in sorted(tables, key=lambda t: -t.rows):
@@ -310,7 +314,7 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
                 target.set_state(cur, t.pg_name, status="loading", rows=0, checksum="", source="")
             conn.commit()
             log.info("loading table", table=t.name, rows=t.rows, parts=len(parts))
-            pending[t.name] = []
+            pending[t.name] = (len(parts), [])
             work += [(t, p) for p in parts]
     finally:
         conn.close()  # nothing of ours is open while the workers fork
@@ -334,11 +338,11 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
                 continue
             target.ensure_lock()  # a server restart took the lock with our session: take it again
             if part is not None:
-                pending[t.name].append(outcome)
-                if sum(1 for _t, p in work if _t is t) != len(pending[t.name]):
+                expected, done_parts = pending[t.name]
+                done_parts.append(outcome)
+                if len(done_parts) < expected:
                     continue
-                outcome = target.retrying(f"recording table {t.name!r}", _record_parts, target, t,
-                                          pending[t.name])
+                outcome = target.retrying(f"recording table {t.name!r}", _record_parts, target, t, done_parts)
             results[t.name] = outcome
             if after_table and failure is None:
                 target.retrying(f"after table {t.name!r}", _after, target, None, t, after_table).close()
@@ -357,11 +361,8 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
 
 
 def _record_parts(target: Target, t: Table, parts: list[dict]) -> dict:
-    rows, raw = sum(p["rows"] for p in parts), sum(p["raw"] for p in parts)
-    if rows != t.rows or fold(raw) != t.raw_checksum:
-        raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
-                          f"({rows} rows read, {t.rows} recorded; checksum {fold(raw)} vs {t.raw_checksum}): "
-                          "the backup is corrupt")
+    rows = sum(p["rows"] for p in parts)
+    _check_backup(t, rows, sum(p["raw"] for p in parts))
     conn = target.connect()
     try:
         with conn.cursor() as cur:
@@ -486,8 +487,8 @@ def _already_loaded(target: Target, conn, t: Table, fills) -> dict | None:
     if st.get("status") == "loaded" and st.get("source") == source_signature(t, fills):
         with conn.cursor() as cur:
             same = fingerprint(cur, target, t, seeded_keys(cur, target, t.pg_name)) == (st["rows"], st["checksum"])
-        conn.rollback()
         if same:
+            conn.rollback()
             log.info("table already loaded by an earlier run; skipped", table=t.name, rows=t.rows)
             return {"rows": t.rows, "loaded": st["rows"], "rejected": t.rows - st["rows"],
                     "checksum": st["checksum"], "seconds": 0.0, "skipped": "already loaded"}
