@@ -74,8 +74,13 @@ def _write_opts(p: argparse.ArgumentParser) -> None:
                    help="rows whose foreign key has no parent: fail (default) or add the key NOT VALID "
                         "[MIGRATE_ORPHANS]")
     p.add_argument("--limit", type=int, help="trial run: at most N rows per table (reported as partial)")
+    _workers_opt(p)
+
+
+def _workers_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, metavar="N",
-                   help="tables loaded at once, each by its own process, biggest first (default 2; 1 = one "
+                   help="processes working at once on tables and on pieces of big tables, biggest first: the "
+                        "census, the backup (a WAL-mode source: one process) and the load (default 2; 1 = one "
                         "after another; the application's schema always loads one after another) [MIGRATE_WORKERS]")
 
 
@@ -122,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
             "python -m migrate backup --source app.db --backup-dir ./backup")
     _common(p, source=True, backup=True)
     p.add_argument("--limit", type=int, help="trial: at most N rows per table (the backup is marked partial)")
+    _workers_opt(p)
     p = cmd("init-schema", "create the target tables from the source or a backup",
             "python -m migrate init-schema --source app.db --target postgresql://app@db/app")
     _common(p, source=True, target=True, backup=True)
@@ -141,10 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
             "python -m migrate verify --source app.db --target postgresql://app@db/app")
     _common(p, source=True, target=True, backup=True, report=True)
     p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    _workers_opt(p)
     p = cmd("plan", "dry run: restore order, type mapping, census of odd values, orphans; writes nothing",
             "python -m migrate plan --source app.db --json")
     _common(p, source=True)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    _workers_opt(p)
     p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     return parser
 

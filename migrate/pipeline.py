@@ -78,7 +78,7 @@ def app_ddl(s: Settings) -> str | None:
 def open_source(s: Settings, utf8_check: bool = False) -> tuple[SourceDB, Schema, list[str]]:
     src = SourceDB(s.source, s.source_timeout)
     try:
-        schema = src.read_schema(census=True, utf8_check=utf8_check)
+        schema = src.read_schema(census=True, utf8_check=utf8_check, workers=s.workers)
         partial = filter_tables(schema, s.tables, s.exclude_tables)
         schema.decide(s.column_type_overrides())
         schema.app_ddl = app_ddl(s)
@@ -155,7 +155,7 @@ def cmd_backup(s: Settings) -> dict:
     _require(s, "source", "backup_dir")
     src, schema, partial = open_source(s)
     with src:
-        backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s))
+        backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s), s.workers)
     conversion = sum(t.conversion_errors for t in schema.tables)
     return {"tables": [{"table": t.name, "rows": t.rows, "conversion_errors": t.conversion_errors}
                        for t in schema.tables], "partial": partial, "conversion_errors": conversion}
@@ -196,7 +196,8 @@ def cmd_verify(s: Settings) -> list[dict]:
         if src:
             for t in schema.tables:
                 verify_phase.expected_from_source(src, t, s.limit)
-        results = verify_phase.run(schema, target, backup_dir=None if src else s.backup_dir, src=src)
+        results = verify_phase.run(schema, target, backup_dir=None if src else s.backup_dir, src=src,
+                                   workers=s.workers)
     finally:
         if src:
             src.close()
@@ -247,7 +248,8 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
                             drop_columns=s.drop_columns)
             _fillable(s, schema)
             step("backup")
-            backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s))
+            # the converted rows also go to spill files, which this run's load sends as they are
+            backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s), s.workers, spill=True)
     else:
         step("read backup")
         schema, _, ctx["partial"] = schema_from(s)
@@ -256,12 +258,15 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
         target.retrying("init schema", init_phase.run, schema, target, replace=s.replace, restart=s.restart,
                         drop_columns=s.drop_columns)
         _fillable(s, schema)
-    conversion_failure(schema, s.on_error)
-    step("restore")
-    fills = Fills(s, target, schema, step, ctx)
-    ctx["load"] = restore_phase.load(schema, s.backup_dir, target, on_error=s.on_error,  # retries per table
-                                     fills_for=fills.for_table, after_table=fills.after_table,
-                                     workers=s.workers, filled_tables=set(fills.rules))
+    try:
+        conversion_failure(schema, s.on_error)
+        step("restore")
+        fills = Fills(s, target, schema, step, ctx)
+        ctx["load"] = restore_phase.load(schema, s.backup_dir, target, on_error=s.on_error,  # retries per table
+                                         fills_for=fills.for_table, after_table=fills.after_table,
+                                         workers=s.workers, filled_tables=set(fills.rules))
+    finally:
+        backup_phase.remove_spills(schema)
     if s.seed_admin and not fills.seeded:
         fills.seed()
     for t in schema.tables:
@@ -276,7 +281,7 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
     ctx["errors"] += errors
     step("verify")
     ctx["verify"] = target.retrying("verify", verify_phase.run, schema, target, backup_dir=s.backup_dir,
-                                    fills_for=fills.for_table)
+                                    fills_for=fills.for_table, workers=s.workers)
     structlog.contextvars.unbind_contextvars("phase")
 
 

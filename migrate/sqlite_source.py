@@ -19,6 +19,8 @@ from .types import Census, InvalidText
 
 BATCH = 5000
 BUSY_TIMEOUT_S = 30.0
+SPLIT_MIN_ROWS = 100_000  # a table spanning this many rowids is read in pieces when workers > 1
+_PACK = 2**32  # two counts in one sum: low + high * _PACK
 # SQLite's own bookkeeping: never application data
 INTERNAL_PREFIX = "sqlite_"
 
@@ -80,9 +82,9 @@ class SourceDB:
         self.path = source_path(source)
         self.busy_timeout_s = busy_timeout_s
         _check_file(self.path)
-        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        self.uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
         try:
-            self.conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+            self.conn = sqlite3.connect(self.uri, uri=True, isolation_level=None,
                                         timeout=busy_timeout_s, check_same_thread=False)
             # SQLite cannot tell valid UTF-8 from invalid: the census asks Python, only
             # for text with a character outside printable ASCII
@@ -132,7 +134,7 @@ class SourceDB:
                               hint="restore the file from a good copy, or try `sqlite3 FILE .recover`")
 
     # -- schema ------------------------------------------------------------
-    def read_schema(self, census: bool = True, utf8_check: bool = False) -> Schema:
+    def read_schema(self, census: bool = True, utf8_check: bool = False, workers: int = 1) -> Schema:
         self.quick_check()
         rows = self.query("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")
         kinds = {name: (typ, wr) for _, name, typ, _, wr, _ in
@@ -158,8 +160,7 @@ class SourceDB:
             elif typ in ("view", "trigger"):
                 schema.skipped.append(Skipped(name, typ, f"SQLite {typ} SQL is not translated; recreate it by hand"))
         if census:
-            for t in schema.tables:
-                self.census(t, utf8_check)
+            self.census_all(schema.tables, utf8_check, workers)
         return schema
 
     def _virtual(self, schema: Schema, name: str, sql: str) -> None:
@@ -218,33 +219,125 @@ class SourceDB:
         t.foreign_keys = [fks[k] for k in sorted(fks)]
         return t
 
-    def census(self, t: Table, utf8_check: bool = False) -> None:
-        """One scan per table: row count and, per column, typeof() counts. utf8_check also
-        counts TEXT that is not UTF-8 (costs a GLOB per value: plan does it; a run finds
-        such values in its backup pass, with their row keys)."""
+    def census_all(self, tables: list[Table], utf8_check: bool = False, workers: int = 1) -> None:
+        """Row count and, per column, how many values of each storage class (typeof()),
+        how many REAL infinities and TEXT values holding NUL: one scan per table, in
+        SQLite's C code. With workers > 1 and a snapshot other connections share (see
+        shares_snapshot), tables and rowid ranges of big tables are counted at once in
+        threads (SQLite runs without the GIL). utf8_check also counts TEXT that is not
+        UTF-8 (costs a GLOB per value: plan does it; a run finds such values in its
+        backup pass, with their row keys)."""
+        pieces = [(t, r) for t in tables for r in self.ranges(t, workers if workers > 1 else 1)]
+        if workers > 1 and len(pieces) > 1 and self.shares_snapshot():
+            sums = self._in_threads(workers, lambda conn, p: self._census_sums(conn, *p, utf8_check), pieces)
+        else:
+            sums = [self._census_sums(self.conn, t, r, utf8_check) for t, r in pieces]
+        totals: dict[str, list[int]] = {}
+        for (t, _), row in zip(pieces, sums):
+            acc = totals.setdefault(t.name, [0] * len(row))
+            for i, v in enumerate(row):
+                acc[i] += v or 0
+        for t in tables:
+            row = totals[t.name]
+            t.rows = row[0]
+            for i, c in enumerate(t.columns):
+                non_null, int_real, text_nul, n_inf, n_bad = row[1 + 5 * i: 6 + 5 * i]
+                n_int, n_real = int_real % _PACK, int_real // _PACK
+                n_text, n_nul = text_nul % _PACK, text_nul // _PACK
+                c.census = Census(null=t.rows - non_null, integer=n_int, real=n_real, text=n_text,
+                                  blob=non_null - n_int - n_real - n_text, nonfinite=n_inf, text_nul=n_nul,
+                                  invalid_utf8=n_bad)
+
+    def _census_sums(self, conn, t: Table, rowids: tuple[int, int] | None, utf8_check: bool) -> tuple:
+        """One scan: count(*), then per column: non-NULL, integer + real * 2**32, text + text
+        with NUL * 2**32, infinities, invalid UTF-8. Two counts share one sum (one typeof()
+        per value instead of two); a range holds fewer than 2**31 rows, so they cannot collide."""
         parts = ["count(*)"]
         for c in t.columns:
             x = q(c.name)
-            parts += [f"sum(typeof({x})='integer')", f"sum(typeof({x})='real')",
-                      f"sum(typeof({x})='text')", f"sum(typeof({x})='blob')",
-                      f"sum(typeof({x})='real' AND ({x}=9e999 OR {x}=-9e999))",
-                      f"sum(typeof({x})='text' AND instr(CAST({x} AS BLOB), x'00')>0)",
+            parts += [f"count({x})",
+                      f"sum(CASE typeof({x}) WHEN 'integer' THEN 1 WHEN 'real' THEN {_PACK} END)",
+                      f"sum(CASE typeof({x}) WHEN 'text' THEN 1 + (instr(CAST({x} AS BLOB), x'00') > 0) * {_PACK} END)",
+                      f"sum(+{x} IN (9e999, -9e999))",  # +x: no column affinity, so the text 'Inf' is not counted
                       f"sum(CASE WHEN typeof({x})='text' AND {x} GLOB '*[^ -~]*' "
                       f"THEN migrate_invalid_utf8(CAST({x} AS BLOB)) ELSE 0 END)" if utf8_check else "0"]
-        row = self.query(f"SELECT {', '.join(parts)} FROM main.{q(t.name)}", where=f"table {t.name!r}")[0]
-        t.rows = row[0]
-        for i, c in enumerate(t.columns):
-            n_int, n_real, n_text, n_blob, n_inf, n_nul, n_bad = (v or 0 for v in row[1 + 7 * i: 8 + 7 * i])
-            c.census = Census(null=t.rows - n_int - n_real - n_text - n_blob, integer=n_int, real=n_real,
-                              text=n_text, blob=n_blob, nonfinite=n_inf, text_nul=n_nul, invalid_utf8=n_bad)
+        sql = f"SELECT {', '.join(parts)} FROM main.{q(t.name)}"
+        if rowids is not None:
+            sql += f" WHERE rowid BETWEEN {int(rowids[0])} AND {int(rowids[1])}"
+        try:
+            row = conn.execute(sql).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self.error(e, f"table {t.name!r}") from None
+        if row[0] >= 2**31:  # only a table without rowid comes in one piece this big
+            raise SourceError(f"source {self.path!r} table {t.name!r}: {row[0]} rows without a rowid; "
+                              "the census counts at most 2**31 rows per piece")
+        return row
+
+    def ranges(self, t: Table, n: int) -> list[tuple[int, int] | None]:
+        """Rowid ranges splitting a table into about n pieces of equal span (and none wider
+        than 2**30); [None] (the whole table) when it has no rowid or is small."""
+        if t.without_rowid or t.sql.upper().startswith("CREATE VIRTUAL"):
+            return [None]
+        lo, hi = self.query(f"SELECT min(rowid), max(rowid) FROM main.{q(t.name)}", where=f"table {t.name!r}")[0]
+        if lo is None:
+            return [None]
+        span = hi - lo + 1
+        pieces = max(n if span >= SPLIT_MIN_ROWS else 1, -(-span // 2**30))
+        cuts = [lo + span * i // pieces for i in range(pieces)] + [hi + 1]
+        return [(a, b - 1) for a, b in zip(cuts, cuts[1:])]
+
+    def shares_snapshot(self) -> bool:
+        """Whether a connection opened now reads exactly this one's snapshot: true for a
+        rollback-journal database (no writer can commit while our read transaction holds
+        its SHARED lock), not for WAL (a writer may have committed since our snapshot)."""
+        return self.query("PRAGMA main.journal_mode")[0][0].lower() != "wal"
+
+    def again(self) -> "SourceDB":
+        """This source on a connection of its own (only as good as shares_snapshot)."""
+        other = object.__new__(SourceDB)
+        other.path, other.uri, other.busy_timeout_s = self.path, self.uri, self.busy_timeout_s
+        other.conn = self.connect_again()
+        return other
+
+    def connect_again(self) -> sqlite3.Connection:
+        """Another read-only connection in a read transaction (only as good as shares_snapshot)."""
+        try:
+            conn = sqlite3.connect(self.uri, uri=True, isolation_level=None, timeout=self.busy_timeout_s,
+                                   check_same_thread=False)
+            conn.create_function("migrate_invalid_utf8", 1, _invalid_utf8, deterministic=True)
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.DatabaseError as e:
+            raise self.error(e) from None
+
+    def _in_threads(self, workers: int, fn, items: list) -> list:
+        """fn(connection, item) for every item, in threads with a connection each."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+        local, opened = threading.local(), []
+
+        def call(item):
+            if not hasattr(local, "conn"):
+                local.conn = self.connect_again()
+                opened.append(local.conn)
+            return fn(local.conn, item)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                return list(pool.map(call, items))
+        finally:
+            for conn in opened:
+                conn.close()
 
     # -- rows --------------------------------------------------------------
-    def rows(self, t: Table, limit: int | None = None, marking: bool = False) -> Iterator[list[tuple]]:
-        """Batches of row tuples in key order. With ``marking``, TEXT that is not
-        UTF-8 comes back as InvalidText instead of raising."""
+    def rows(self, t: Table, limit: int | None = None, marking: bool = False,
+             rowids: tuple[int, int] | None = None) -> Iterator[list[tuple]]:
+        """Batches of row tuples in key order (those of a rowid range: see ranges). With
+        ``marking``, TEXT that is not UTF-8 comes back as InvalidText instead of raising."""
+        where = f" WHERE rowid BETWEEN {int(rowids[0])} AND {int(rowids[1])}" if rowids else ""
         order = "" if (t.without_rowid and not t.pk) or t.sql.upper().startswith("CREATE VIRTUAL") else (
             " ORDER BY " + ", ".join(q(c.name) for c in t.pk) if t.without_rowid else " ORDER BY rowid")
-        sql = f"SELECT {', '.join(q(c.name) for c in t.columns)} FROM main.{q(t.name)}{order}"
+        sql = f"SELECT {', '.join(q(c.name) for c in t.columns)} FROM main.{q(t.name)}{where}{order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         self.conn.text_factory = _decode_marking if marking else str

@@ -143,6 +143,8 @@ def test_conversion_error_names_where_and_loads_nothing(make_sqlite, cli, pgdb, 
     assert any(line.startswith("hint: ") and "--on-error reject" in line for line in msg)
     assert sql(server, pgdb, "SELECT count(*) FROM event") == [(0,)]
     assert sql(server, pgdb, "SELECT count(*) FROM other") == [(0,)]
+    # the other table's converted rows were spilled for the load; a failed run removes them too
+    assert sorted(os.listdir(tmp_path / "b" / "tables")) == ["0001-event.jsonl", "0002-other.jsonl"]
 
 
 def test_on_error_reject_loads_good_rows_and_lists_bad(make_sqlite, cli, pgdb, server, tmp_path):
@@ -162,6 +164,7 @@ def test_on_error_reject_loads_good_rows_and_lists_bad(make_sqlite, cli, pgdb, s
     ev = next(t for t in rep["tables"] if t["table"] == "event")
     assert (ev["source_rows"], ev["target_rows"], ev["rejected"], ev["verdict"]) == (5, 3, 2, "ok")
     assert rep["status"] == "failed" and "2 row(s) rejected" in rep["message"]
+    assert not [f for f in os.listdir(tmp_path / "b" / "tables") if not f.endswith(".jsonl")]
 
 
 ORPHANS = """

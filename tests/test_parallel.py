@@ -3,6 +3,7 @@ after another, a crash between parts is never recorded as loaded, workers die wi
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -38,6 +39,9 @@ def test_big_table_loads_in_parts_same_target_as_one_worker(parts_db, tmp_path, 
     assert compare(parts_db, pgdb, server.password) == []
     state = dict(sql(server, pgdb, "SELECT table_name, status FROM _migrate.tables"))
     assert set(state.values()) == {"loaded"}
+    # loaded from the spill files of this run's backup, which are gone once the load is done
+    assert sorted(os.listdir(tmp_path / "b" / "tables")) == [
+        "0001-user.jsonl", "0002-dataset.jsonl", "0003-trainingjob.jsonl", "0004-modelartifact.jsonl"]
     # one worker builds the same content: restore the same backup into a second database
     other = pgdb + "_one"
     sql(server, pgdb, f'CREATE DATABASE "{other.rsplit("/", 1)[1]}"')
@@ -92,3 +96,49 @@ def test_workers_must_be_positive(cli, tmp_path):
             "--backup-dir", str(tmp_path / "b"), "--workers", "0")
     assert r.returncode == 2
     assert "workers: 0 is not a number of processes (1 or more)" in r.stderr
+
+
+TRICKY = """
+CREATE TABLE t (id INTEGER PRIMARY KEY, d DATE, x TEXT, v REAL, b BLOB);
+CREATE TABLE nokey (a, b);
+"""
+
+
+def test_backup_in_pieces_is_the_same_backup(make_sqlite, tmp_path, monkeypatch):
+    """Rowid ranges written by several workers join into the very files, checksums, error
+    samples and census one process writes: invalid UTF-8 (read again marked) in one piece,
+    conversion errors (an ambiguous date) in several, a table without a key kept whole."""
+    from migrate import sqlite_source
+    from migrate.phases import backup as backup_phase
+    from migrate.sqlite_source import SourceDB
+    rows = [(i, 5 if i % 17 == 0 else "2024-01-02", "x\x00y" if i % 11 == 0 else f"t{i}\n",
+             float("inf") if i % 13 == 0 else i / 7, bytes([i % 256]) * 3) for i in range(1, 200)]
+    src = make_sqlite(TRICKY, params=[("INSERT INTO t VALUES (?, ?, ?, ?, ?)", rows),
+                                      ("INSERT INTO nokey VALUES (?, ?)", [(i, str(i)) for i in range(50)])])
+    conn = sqlite3.connect(src)
+    conn.execute("UPDATE t SET x = CAST(x'41ff42' AS TEXT) WHERE id = 150")  # not UTF-8
+    conn.commit()
+    conn.close()
+    monkeypatch.setattr(sqlite_source, "SPLIT_MIN_ROWS", 8)
+    out = {}
+    for workers in (1, 3):
+        with SourceDB(src) as db:
+            schema = db.read_schema(workers=workers)
+            schema.decide({})
+            backup_phase.run(src, str(tmp_path / f"w{workers}"), schema, db, workers=workers, spill=True)
+        files = {}
+        for name in sorted(os.listdir(tmp_path / f"w{workers}" / "tables")):
+            with open(tmp_path / f"w{workers}" / "tables" / name, "rb") as f:
+                files[name] = f.read()
+        manifest = json.loads((tmp_path / f"w{workers}" / "manifest.json").read_text())
+        out[workers] = files, manifest["tables"], [t.spill is not None for t in schema.tables]
+    assert out[1] == out[3]
+    files, tables, spilled = out[3]
+    assert list(files) == ["0001-t.jsonl", "0002-nokey.jsonl", "0002-nokey.jsonl.copy"]
+    assert spilled == [False, True]  # a table with conversion errors is loaded from its JSON
+    t = tables[0]
+    # rows with an error: 11 ambiguous dates + 18 NULs - 1 row with both (187) + 1 invalid UTF-8
+    assert t["conversion_errors"] == 29
+    keys = [e["key"]["id"] for e in t["error_samples"]]
+    assert len(keys) == 20 and keys == sorted(keys) and keys[:3] == [11, 17, 22]  # a sample, in key order
+    assert [c["census"]["invalid_utf8"] for c in t["columns"]] == [0, 0, 1, 0, 0]

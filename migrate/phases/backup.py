@@ -7,10 +7,12 @@ into place only when every table is on disk. The directory alone is enough for
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
 import os
+import shutil
 import time
 from datetime import datetime, timezone
 
@@ -25,9 +27,12 @@ from ..progress import current
 from ..schema import Schema, Table
 from ..sqlite_source import NeedsMarking, SourceDB
 from ..types import InvalidText, bytes_hash, fold
+from .. import workers as workers_module
+from ..workers import JOB
 
 log = structlog.get_logger()
 MANIFEST = "manifest.json"
+SPILL = ".copy"  # a table file's converted rows as COPY text, for the load of the same run
 FORMAT = 1
 ERROR_SAMPLES = 20
 
@@ -49,12 +54,23 @@ def _fail(e: OSError, path: str) -> BackupError:
     return BackupError(f"backup {path!r}: {e.strerror or e}")
 
 
+def remove_spills(schema: Schema) -> None:
+    for t in schema.tables:
+        if getattr(t, "spill", None):
+            _remove(t.spill)
+            t.spill = None
+
+
 def prepare_dir(backup_dir: str) -> None:
     try:
         os.makedirs(os.path.join(backup_dir, "tables"), exist_ok=True)
         manifest = os.path.join(backup_dir, MANIFEST)
         if os.path.exists(manifest):
             os.remove(manifest)  # from now on this directory is an incomplete backup
+        tables = os.path.join(backup_dir, "tables")
+        for name in os.listdir(tables):
+            if name.endswith((".tmp", SPILL)) or ".part" in name:  # left by a crashed backup
+                os.remove(os.path.join(tables, name))
     except OSError as e:
         raise _fail(e, backup_dir) from None
 
@@ -71,29 +87,37 @@ def open_table_file(path: str, mode: str = "rb", gz: bool | None = None):
     return open(path, mode)
 
 
-def backup_table(src: SourceDB, t: Table, path: str, limit: int | None = None) -> None:
+def backup_table(src: SourceDB, t: Table, path: str, limit: int | None = None, spill: bool = False) -> None:
     """Stream one table to path (atomically), filling its checksums and error counts."""
+    _finish(t, [_write_piece(src, t, path, limit, spill=spill)], path, spill)
+
+
+def _write_piece(src: SourceDB, t: Table, path: str, limit: int | None = None,
+                 rowids: tuple[int, int] | None = None, spill: bool = False) -> dict:
+    """The rows of t (those in a rowid range of it) to path, atomically; its counts and sums.
+    With spill, also the converted rows as COPY text to path + SPILL (see run)."""
     for marking in (False, True):
         try:
-            _write_table(src, t, path, limit, marking)
-            return
+            return _write(src, t, path, limit, marking, rowids, spill)
         except NeedsMarking:
             log.warning("table holds TEXT that is not valid UTF-8; kept byte-exact and marked", table=t.name)
+    raise AssertionError("unreachable")
 
 
-def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking: bool) -> None:
+def _write(src: SourceDB, t: Table, path: str, limit: int | None, marking: bool,
+           rowids: tuple[int, int] | None, spill: bool) -> dict:
     nonfinite = [i for i, c in enumerate(t.columns) if c.census.nonfinite]
     encode = encoder(nonfinite)
     conv = RowConverter(t)
-    rows = raw = content = 0
-    t.conversion_errors = 0
+    rows = raw = content = n_errors = 0
     errors: list = []
     invalid = [0] * len(t.columns)
-    tmp = path + ".tmp"
+    tmp, spill_tmp = path + ".tmp", path + SPILL + ".tmp"
     progress = current()
     try:
-        with open_table_file(tmp, "wb", gz=path.endswith(".gz")) as f:
-            for batch in src.rows(t, limit=limit, marking=marking):
+        with open_table_file(tmp, "wb", gz=path.endswith(".gz")) as f, \
+                (open(spill_tmp, "wb") if spill else contextlib.nullcontext()) as spilled:
+            for batch in src.rows(t, limit=limit, marking=marking, rowids=rowids):
                 if marking:
                     for row in batch:
                         for i, v in enumerate(row):
@@ -104,59 +128,191 @@ def _write_table(src: SourceDB, t: Table, path: str, limit: int | None, marking:
                 out.append(b"")
                 f.write(b"\n".join(out))
                 n_err = len(errors)
-                content += conv.hash_lines(conv.lines(batch, rows, errors))
-                t.conversion_errors += len(errors) - n_err
+                lines = conv.lines(batch, rows, errors)
+                content += conv.hash_lines(lines)
+                if spill:
+                    lines.append("")
+                    spilled.write("\n".join(lines).encode("utf-8"))
+                n_errors += len(errors) - n_err
                 del errors[ERROR_SAMPLES:]  # keep a sample, count them all
                 rows += len(batch)
                 progress.advance(len(batch))
         with open(tmp, "rb+") as f:  # (a gzip file is closed first: its trailer is written on close)
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        if spill:
+            os.replace(spill_tmp, path + SPILL)  # transient: no fsync
     except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
+        _remove(tmp)
+        _remove(spill_tmp)
         raise _fail(e, path) from None
-    for c, n in zip(t.columns, invalid):
-        c.census.invalid_utf8 = n
-    t.rows = rows
-    t.raw_checksum = fold(raw)
-    t.checksum = fold(content)
+    return {"rows": rows, "raw": raw, "content": content, "errors": n_errors, "invalid": invalid,
+            "samples": [e.to_dict() for e, _n in errors]}
+
+
+def _finish(t: Table, pieces: list[dict], path: str, spill: bool) -> None:
+    """A table's figures from those of its pieces (in rowid order). A spill file is kept
+    (t.spill) only for a table that converted without an error."""
+    for i, c in enumerate(t.columns):
+        c.census.invalid_utf8 = sum(p["invalid"][i] for p in pieces)
+    t.rows = sum(p["rows"] for p in pieces)
+    t.raw_checksum = fold(sum(p["raw"] for p in pieces))
+    t.checksum = fold(sum(p["content"] for p in pieces))
     t.checksum_types = t.types_signature()
-    t.error_samples = [e.to_dict() for e, _n in errors]
+    t.conversion_errors = sum(p["errors"] for p in pieces)
+    t.error_samples = [e for p in pieces for e in p["samples"]][:ERROR_SAMPLES]
+    t.spill = None
+    if spill and t.conversion_errors == 0:
+        t.spill = path + SPILL
+    elif spill:
+        _remove(path + SPILL)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int | None = None,
-        compress: str | None = None) -> Schema:
-    """Write the backup of the tables in ``schema`` (already read and decided)."""
+        compress: str | None = None, workers: int = 1, spill: bool = False) -> Schema:
+    """Write the backup of the tables in ``schema`` (already read and decided). With
+    workers > 1 and a source whose snapshot other connections share (a rollback-journal
+    database: see SourceDB.shares_snapshot), tables and rowid ranges of big tables are
+    written at once by worker processes, biggest first; a table's pieces are joined in
+    rowid order into its one file.
+
+    spill (``run``, which restores right after): each table's converted rows are also
+    written as COPY text next to its JSON file (t.spill), so the load sends them as they
+    are instead of decoding and converting the JSON again; remove_spills() deletes them.
+    Not with a compressed backup (disk is the point there)."""
+    spill = spill and not compress
     prepare_dir(backup_dir)
     t0 = time.monotonic()
+    source_hash = _hash_in_background(source)
     progress = current()
     progress.start_phase("backup", sum(min(t.rows, limit) if limit is not None else t.rows for t in schema.tables))
     for i, t in enumerate(schema.tables, 1):
         t.file = table_file(i, t, compress)
+    done = workers > 1 and limit is None and len(schema.tables) > 0 and src.shares_snapshot() and \
+        _backup_parallel(src, schema, backup_dir, workers, spill)
+    if workers > 1 and not done and limit is None and not src.shares_snapshot():
+        log.info("source is in WAL mode: backed up by one process (other connections might not read "
+                 "the same snapshot)")
+    for t in [] if done else schema.tables:
         start = time.monotonic()
         structlog.contextvars.bind_contextvars(table=t.name)
         progress.start_table(t.name, t.rows if limit is None else min(t.rows, limit))
-        backup_table(src, t, os.path.join(backup_dir, t.file), limit)
-        log.info("table backed up", table=t.name, rows=t.rows, seconds=round(time.monotonic() - start, 3),
-                 conversion_errors=t.conversion_errors)
+        backup_table(src, t, os.path.join(backup_dir, t.file), limit, spill)
+        _backed_up(t, time.monotonic() - start)
     structlog.contextvars.unbind_contextvars("table")
     progress.end_phase()
-    write_manifest(backup_dir, source, schema, limit)
+    write_manifest(backup_dir, source, schema, limit, source_hash())
     log.info("backup complete", backup_dir=backup_dir, tables=len(schema.tables),
              seconds=round(time.monotonic() - t0, 3))
     return schema
 
 
-def write_manifest(backup_dir: str, source: str, schema: Schema, limit: int | None) -> None:
+def _backed_up(t: Table, seconds: float, **extra) -> None:
+    log.info("table backed up", table=t.name, rows=t.rows, seconds=round(seconds, 3),
+             conversion_errors=t.conversion_errors, **extra)
+
+
+def _backup_parallel(src: SourceDB, schema: Schema, backup_dir: str, workers: int, spill: bool) -> bool:
+    """Pieces (a table, or a rowid range of a big one with a primary key: row keys in error
+    messages need no row number) in worker processes. False when no worker could start."""
+    work, pieces, part_files = [], {}, {}
+    for t in sorted(schema.tables, key=lambda t: -t.rows):
+        ranges = src.ranges(t, workers) if t.pk else [None]
+        path = os.path.join(backup_dir, t.file)
+        paths = [path] if len(ranges) == 1 else [f"{path}.part{k}" for k in range(len(ranges))]
+        pieces[t.name], part_files[t.name] = [None] * len(ranges), paths
+        work += [(t.name, k, r, p) for k, (r, p) in enumerate(zip(ranges, paths))]
+    JOB.update(src=src, tables={t.name: t for t in schema.tables}, spill=spill)
+    start = time.monotonic()
+
+    def done(item, outcome, failed: bool) -> None:
+        name, k, _r, _p = item
+        got = pieces[name]
+        got[k] = outcome
+        if failed or any(p is None for p in got):
+            return
+        t = schema.table(name)
+        path = os.path.join(backup_dir, t.file)
+        if len(got) > 1:
+            _join(part_files[name], path)
+            if spill:
+                _join([p + SPILL for p in part_files[name]], path + SPILL, durable=False)
+        _finish(t, got, path, spill)
+        _backed_up(t, time.monotonic() - start, **({"pieces": len(got)} if len(got) > 1 else {}))
+    try:
+        return workers_module.run(workers, _worker_backup, work, done)
+    finally:
+        for paths in part_files.values():
+            for p in paths if len(paths) > 1 else []:
+                _remove(p)
+                _remove(p + SPILL)
+
+
+def _worker_backup(name: str, _k: int, rowids: tuple[int, int] | None, path: str) -> dict:
+    t = JOB["tables"][name]
+    current().start_table(t.name, t.rows)
+    structlog.contextvars.bind_contextvars(table=t.name)
+    src = JOB["src"].again()  # a connection of this process's own, on the same snapshot
+    try:
+        return _write_piece(src, t, path, rowids=rowids, spill=JOB["spill"])
+    finally:
+        src.close()
+
+
+def _join(parts: list[str], path: str, durable: bool = True) -> None:
+    """Part files, in order, into one file (atomically). Gzip parts join as one valid gzip
+    file of several members."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+            out.flush()
+            if durable:
+                os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise _fail(e, path) from None
+
+
+def _hash_in_background(path: str):
+    """sha256 of the source for the manifest, computed in a thread while the backup runs
+    (hashlib releases the GIL); returns a function giving the hex digest."""
+    import threading
+    result: dict = {}
+
+    def work():
+        try:
+            result["hex"] = sha256_file(path)
+        except OSError as e:
+            result["error"] = e
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+
+    def get() -> str:
+        th.join()
+        if "error" in result:
+            raise _fail(result["error"], path)
+        return result["hex"]
+    return get
+
+
+def write_manifest(backup_dir: str, source: str, schema: Schema, limit: int | None, source_sha256: str) -> None:
     manifest = {
         "format": FORMAT,
         "tool": "migrate",
         "version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": {"path": os.path.basename(source), "sha256": sha256_file(source),
+        "source": {"path": os.path.basename(source), "sha256": source_sha256,
                    "size": os.path.getsize(source), "user_version": schema.user_version},
         "partial": {"limit": limit} if limit is not None else None,
         "ddl": schema.ddl,

@@ -23,13 +23,14 @@ import structlog
 
 from ..codec import decoder
 from ..convert import RowConverter
-from ..errors import BackupError, DataError, MigrateError, TargetError, TargetUnavailable
+from ..errors import BackupError, DataError, MigrateError, TargetUnavailable
 from ..postgres_target import TRANSIENT_ERRORS, Target, classify
 from ..progress import current
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
 from ..types import bytes_hash, fold
+from ..workers import JOB
+from .. import workers as workers_module
 from .backup import open_table_file
-from .init_schema import has_identity
 from .seed_admin import seeded_keys
 from .verify import fingerprint, fk_pairs
 from .verify import orphans as find_orphans
@@ -127,9 +128,44 @@ class _CopyStream:
             self.rejects.close()
 
 
-def _check_backup(t: Table, rows: int, raw: int) -> None:
-    """What was read of a table's backup file must be what its manifest recorded."""
-    if rows != t.rows or fold(raw) != t.raw_checksum:
+class _SpillStream:
+    """The COPY text the backup of this very run wrote next to the table's JSON (see
+    backup.run's spill), sent as it is: the rows were converted once, by the backup, whose
+    content checksum verify compares with the target."""
+
+    def __init__(self, t: Table, part: tuple[int, int] | None):
+        self.t = t
+        self.f = open(t.spill, "rb")
+        self.pos, self.end = part or (0, os.path.getsize(t.spill))
+        self.f.seek(self.pos)
+        self.rows = self.loaded = self.rejected = 0
+        self.raw = None  # not the JSON: its checksum is not computed again
+        self.error = None
+        self.conv = RowConverter(t)
+        self.checksum = t.checksum
+
+    def read(self, _size=-1) -> bytes:
+        data = self.f.read(min(1 << 20, self.end - self.pos))
+        self.pos += len(data)
+        n = data.count(b"\n")
+        self.rows += n
+        self.loaded += n
+        current().advance(n)
+        return data
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def spilled(t: Table, fills: dict | None) -> bool:
+    """Whether this run's backup left the table's rows as COPY text, good to send as they are."""
+    return bool(getattr(t, "spill", None)) and not fills and t.converted_by_backup() and os.path.exists(t.spill)
+
+
+def _check_backup(t: Table, rows: int, raw: int | None) -> None:
+    """What was read of a table's backup file must be what its manifest recorded (a spill
+    file: its row count)."""
+    if rows != t.rows or (raw is not None and fold(raw) != t.raw_checksum):
         raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
                           f"({rows} rows read, {t.rows} recorded; checksum {fold(raw)} vs {t.raw_checksum}): "
                           "the backup is corrupt")
@@ -156,7 +192,8 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
     rejects_path = os.path.join(backup_dir, "rejects", os.path.basename(t.file))
     if os.path.exists(rejects_path) and part is None:
         os.remove(rejects_path)
-    stream = _CopyStream(t, path, on_error, rejects_path, fills, part)
+    stream = _SpillStream(t, part) if spilled(t, fills) else \
+        _CopyStream(t, path, on_error, rejects_path, fills, part)
     cols = ", ".join(q(c.pg_name) for c in t.columns)
     start = time.monotonic()
     try:
@@ -250,7 +287,6 @@ def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fa
 
 
 # ------------------------------------------------------------ parallel load --
-_JOB: dict = {}  # what a forked worker needs, set by the parent just before the pool forks
 _INHERITED: list = []  # the parent's connections as a worker inherits them: never closed there
 
 
@@ -261,7 +297,7 @@ def _parts(t: Table, backup_dir: str, n: int) -> list[tuple[int, int]] | None:
     """Byte ranges of the backup file, split at line starts; None when the table loads whole:
     small, compressed (no seeking), or not known to convert without an error (rejects and
     row numbers in messages need one reader)."""
-    path = os.path.join(backup_dir, t.file)
+    path = t.spill if spilled(t, None) else os.path.join(backup_dir, t.file)
     if (n < 2 or t.rows < PART_MIN_ROWS or path.endswith(".gz") or not t.converted_by_backup()
             or not os.path.exists(path)):
         return None
@@ -283,18 +319,8 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
     COPYed by a worker in a transaction of its own. Such a table is truncated and marked
     'loading' first and recorded as loaded only when every part is in and the rows and the
     backup checksum add up; a crash in between leaves it unrecorded, and the next run
-    loads it again from empty."""
-    import gc
-    import multiprocessing
-    import threading
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    try:  # worker processes need POSIX semaphores (/dev/shm); without them, one process loads all
-        mp = multiprocessing.get_context("fork")
-        queue = mp.SimpleQueue()
-    except (OSError, ImportError) as e:
-        log.warning("cannot start worker processes; loading one table after another", reason=str(e))
-        return
+    loads it again from empty. Without worker processes (no POSIX semaphores), nothing is
+    loaded here and the caller loads every table itself."""
     work: list[tuple[Table, tuple[int, int] | None]] = []
     pending: dict[str, tuple[int, list]] = {}  # table loaded in parts -> (parts, results so far)
     conn = target.retrying("connecting", target.connect)
@@ -318,51 +344,27 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
             work += [(t, p) for p in parts]
     finally:
         conn.close()  # nothing of ours is open while the workers fork
-    _JOB.update(target=target, backup_dir=backup_dir, on_error=on_error, queue=queue,
-                tables={t.name: t for t in tables})
-    relay = threading.Thread(target=_relay, args=(queue, current()), daemon=True)
-    gc.collect()  # garbage is collected here, not in a worker, where closing it would close ours
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(work) or 1), mp_context=mp, initializer=_worker_init)
-    failure: MigrateError | None = None
-    try:
-        # with fork, the first submit starts every worker: the relay thread starts after that
-        futures = {pool.submit(_worker_load, t.name, part): (t, part) for t, part in work}
-        relay.start()
-        for done in as_completed(futures):
-            t, part = futures[done]
-            outcome = done.result()
-            if isinstance(outcome, MigrateError):
-                failure = failure or outcome
-                for f in futures:
-                    f.cancel()
-                continue
-            target.ensure_lock()  # a server restart took the lock with our session: take it again
-            if part is not None:
-                expected, done_parts = pending[t.name]
-                done_parts.append(outcome)
-                if len(done_parts) < expected:
-                    continue
-                outcome = target.retrying(f"recording table {t.name!r}", _record_parts, target, t, done_parts)
-            results[t.name] = outcome
-            if after_table and failure is None:
-                target.retrying(f"after table {t.name!r}", _after, target, None, t, after_table).close()
-    except BaseException:
-        for p in list(getattr(pool, "_processes", {}).values()):  # interrupted: their transactions roll back
-            p.kill()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if relay.is_alive():
-            queue.put(None)
-            relay.join()
-        _JOB.clear()
-    if failure is not None:
-        raise failure
+    by_name = {t.name: t for t in tables}
+    JOB.update(target=target, backup_dir=backup_dir, on_error=on_error, tables=by_name)
+
+    def done(item, outcome, failed: bool) -> None:
+        t, part = by_name[item[0]], item[1]
+        target.ensure_lock()  # a server restart took the lock with our session: take it again
+        if part is not None:
+            expected, done_parts = pending[t.name]
+            done_parts.append(outcome)
+            if len(done_parts) < expected:
+                return
+            outcome = target.retrying(f"recording table {t.name!r}", _record_parts, target, t, done_parts)
+        results[t.name] = outcome
+        if after_table and not failed:
+            target.retrying(f"after table {t.name!r}", _after, target, None, t, after_table).close()
+    workers_module.run(workers, _worker_load, [(t.name, part) for t, part in work], done, init=_inherit_target)
 
 
 def _record_parts(target: Target, t: Table, parts: list[dict]) -> dict:
     rows = sum(p["rows"] for p in parts)
-    _check_backup(t, rows, sum(p["raw"] for p in parts))
+    _check_backup(t, rows, None if parts[0]["raw"] is None else sum(p["raw"] for p in parts))
     conn = target.connect()
     try:
         with conn.cursor() as cur:
@@ -377,56 +379,26 @@ def _record_parts(target: Target, t: Table, parts: list[dict]) -> dict:
     return res
 
 
-def _relay(queue, progress) -> None:
-    """Parent side: rows loaded by the workers, into the live progress."""
-    while (item := queue.get()) is not None:
-        progress.table = item[0]
-        progress.advance(item[1])
-
-
-class _Relayed:
-    """Worker side of the progress: rows go to the parent, which shows them."""
-
-    def __init__(self, queue, table: str):
-        self.queue, self.table = queue, table
-
-    def advance(self, n: int) -> None:
-        self.queue.put((self.table, n))
-
-    def start_table(self, *_a) -> None:
-        pass
-
-
-def _worker_init() -> None:
-    import ctypes
-    import signal
-    try:  # the worker dies with the parent (kill -9 of the job): its transaction rolls back
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    target = _JOB["target"]
+def _inherit_target() -> None:
+    target = JOB["target"]
     _INHERITED.append(target._lock_conn)  # the parent's session: closing it here would end it there
     target._lock_conn = None  # the parent holds the lock and takes it again after a restart
 
 
 def _worker_load(name: str, part: tuple[int, int] | None):
-    """A table, or a part of one, in a worker process: its result, or the MigrateError it failed with."""
-    import migrate.progress as progress_module
-    t = _JOB["tables"][name]
-    target = _JOB["target"]
-    progress_module._current = _Relayed(_JOB["queue"], t.name)
+    """A table, or a part of one, in a worker process."""
+    t = JOB["tables"][name]
+    target = JOB["target"]
+    current().start_table(t.name, t.rows)
     structlog.contextvars.bind_contextvars(table=t.name)
     results: dict = {}
-    try:
-        if part is not None:
-            return target.retrying(f"loading table {t.name!r}", _load_part, target, t, _JOB["backup_dir"], part)
-        conn = target.retrying(f"loading table {t.name!r}", _load_one, target, None, t, _JOB["backup_dir"],
-                               _JOB["on_error"], results, None, False)
-        conn.close()
-    except MigrateError as e:
-        return e
+    if part is not None:
+        return target.retrying(f"loading table {t.name!r}", _load_part, target, t, JOB["backup_dir"], part)
+    conn = target.retrying(f"loading table {t.name!r}", _load_one, target, None, t, JOB["backup_dir"],
+                           JOB["on_error"], results, None, False)
+    conn.close()
     if results[t.name].get("skipped"):
-        progress_module._current.advance(t.rows)
+        current().advance(t.rows)
     return results[t.name]
 
 
