@@ -361,6 +361,34 @@ def jsonb_text(node) -> str:
 
 _JSON_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_json_constant)
 
+# The common case, rendered without building a tree: a flat object whose keys and string
+# values need no escape and whose numbers have no exponent. Such a number prints in jsonb as
+# written (numeric keeps its scale), but for a negative zero; such a string prints as written.
+_WS = "[ \t\n\r]*"
+_STR = '"[^"\\\\\x00-\x1f]*"'
+_SCALAR = f"(?:{_STR}|-?(?:0|[1-9][0-9]*)(?:\\.[0-9]+)?|true|false|null)"
+_MEMBER = f"{_WS}{_STR}{_WS}:{_WS}{_SCALAR}{_WS}"
+_FLAT_OBJECT = re.compile(f"{_WS}\\{{(?:{_MEMBER}(?:,{_MEMBER})*|{_WS})\\}}{_WS}")
+_FLAT_MEMBER = re.compile(f'"([^"\\\\\x00-\x1f]*)"{_WS}:{_WS}({_SCALAR})')
+
+
+def _flat_jsonb(v: str) -> str | None:
+    """jsonb_out of a flat object without escapes or exponents; None for anything else."""
+    if not _FLAT_OBJECT.fullmatch(v):
+        return None
+    members = dict(_FLAT_MEMBER.findall(v))  # the last of duplicate keys wins, as in jsonb
+    # jsonb orders keys by length in bytes, then bytewise (= code point order in UTF-8)
+    keys = sorted(sorted(members), key=len if v.isascii() else _utf8_len)
+    if "-0" in v:
+        for k, x in members.items():
+            if x.startswith("-0") and not x.strip("-0."):
+                members[k] = x[1:]  # -0, -0.00: numeric has no negative zero
+    return "{" + ", ".join([f'"{k}": {members[k]}' for k in keys]) + "}"
+
+
+def _utf8_len(s: str) -> int:
+    return len(s.encode())
+
 
 def _to_jsonb(v) -> str:
     if isinstance(v, int):
@@ -371,6 +399,8 @@ def _to_jsonb(v) -> str:
         return pg_numeric(Decimal(repr(v)))
     if not isinstance(v, str):
         raise ConversionError("not JSON text")
+    if v[:1] == "{" and (flat := _flat_jsonb(v)) is not None:
+        return flat  # nothing in it needs COPY escaping
     try:
         node = _JSON_DECODER.decode(v)  # a plain dict keeps the last of duplicate keys, as jsonb does
     except ValueError as e:

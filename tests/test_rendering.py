@@ -94,3 +94,33 @@ def test_timestamp_rendering_matches_postgres(cur, ds):
                 ([pg_timestamp(d) for d in ds],))
     for d, (text,) in zip(ds, cur.fetchall()):
         assert pg_timestamp(d) == text
+
+
+flat_key = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='\x00'), max_size=5)
+flat_scalar = st.one_of(
+    st.from_regex(r"-?(0|[1-9][0-9]{0,20})(\.[0-9]{1,12})?", fullmatch=True),  # as written, scale kept
+    st.sampled_from(["-0", "-0.000", "0.0", "1e5", "-2.5E-3", "true", "false", "null"]),
+    st.builds(json.dumps, st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='\x00'), max_size=6),
+              ensure_ascii=st.booleans()))
+flat_ws = st.sampled_from(["", " ", "\n\t ", "\r"])
+
+
+@FAST
+@given(st.lists(st.lists(st.tuples(flat_key, flat_scalar, flat_ws), max_size=5), min_size=1, max_size=20))
+def test_flat_json_objects_render_as_postgres_does(cur, objects):
+    """The fast path for flat objects (and its fallback for escapes and exponents) against
+    jsonb_out: key order by length then bytes, duplicate keys, spacing, negative zero."""
+    texts = ["{" + ",".join(f"{w}{json.dumps(k, ensure_ascii=False)}{w}:{w}{x}{w}" for k, x, w in members) + "}"
+             for members in objects]
+    cur.execute("SELECT s::jsonb::text FROM unnest(%s::text[]) WITH ORDINALITY u(s, i) ORDER BY i", (texts,))
+    for t, (pg,) in zip(texts, cur.fetchall()):
+        copy_field = pg.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+        assert _to_jsonb(t) == copy_field, t
+
+
+def test_flat_json_fast_path_is_taken_for_plain_objects():
+    from migrate.types import _flat_jsonb
+    assert _flat_jsonb('{"lr":0.003, "epochs":42,"batch":32,"n":null,"é":"ü","e":-0.0}') == \
+        '{"e": 0.0, "n": null, "lr": 0.003, "é": "ü", "batch": 32, "epochs": 42}'  # é: 2 bytes
+    for other in ('{"a":1e5}', '{"a":"\\n"}', '{"a":[1]}', '[1]', '{"a":1,}', '{"a" 1}'):
+        assert _flat_jsonb(other) is None, other
