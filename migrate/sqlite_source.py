@@ -17,7 +17,7 @@ from .errors import SourceError
 from .schema import Column, ForeignKey, Index, Schema, Skipped, Table, q
 from .types import Census, InvalidText
 
-BATCH = 5000
+BATCH = 1000  # rows per fetch: a batch at a time is what a worker holds (about 8 KB a row at peak)
 BUSY_TIMEOUT_S = 30.0
 SPLIT_MIN_ROWS = 100_000  # a table spanning this many rowids is read in pieces when workers > 1
 _PACK = 2**32  # two counts in one sum: low + high * _PACK

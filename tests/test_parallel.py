@@ -1,5 +1,6 @@
 """Tables loaded at once by worker processes, a big table in parts: the same target as one
 after another, a crash between parts is never recorded as loaded, workers die with the job."""
+import gzip
 import json
 import os
 import signal
@@ -142,3 +143,10 @@ def test_backup_in_pieces_is_the_same_backup(make_sqlite, tmp_path, monkeypatch)
     keys = [e["key"]["id"] for e in t["error_samples"]]
     assert len(keys) == 20 and keys == sorted(keys) and keys[:3] == [11, 17, 22]  # a sample, in key order
     assert [c["census"]["invalid_utf8"] for c in t["columns"]] == [0, 0, 1, 0, 0]
+    # gzip pieces join into one valid gzip file (of several members) with the same content
+    with SourceDB(src) as db:
+        schema = db.read_schema(workers=3)
+        schema.decide({})
+        backup_phase.run(src, str(tmp_path / "gz"), schema, db, compress="gzip", workers=3)
+    with gzip.open(tmp_path / "gz" / "tables" / "0001-t.jsonl.gz") as f:
+        assert f.read() == files["0001-t.jsonl"]

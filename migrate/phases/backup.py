@@ -115,7 +115,7 @@ def _write(src: SourceDB, t: Table, path: str, limit: int | None, marking: bool,
     tmp, spill_tmp = path + ".tmp", path + SPILL + ".tmp"
     progress = current()
     try:
-        with open_table_file(tmp, "wb", gz=path.endswith(".gz")) as f, \
+        with open_table_file(tmp, "wb", gz=t.file.endswith(".gz")) as f, \
                 (open(spill_tmp, "wb") if spill else contextlib.nullcontext()) as spilled:
             for batch in src.rows(t, limit=limit, marking=marking, rowids=rowids):
                 if marking:
