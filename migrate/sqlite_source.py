@@ -83,17 +83,7 @@ class SourceDB:
         self.busy_timeout_s = busy_timeout_s
         _check_file(self.path)
         self.uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
-        try:
-            self.conn = sqlite3.connect(self.uri, uri=True, isolation_level=None,
-                                        timeout=busy_timeout_s, check_same_thread=False)
-            # SQLite cannot tell valid UTF-8 from invalid: the census asks Python, only
-            # for text with a character outside printable ASCII
-            self.conn.create_function("migrate_invalid_utf8", 1, _invalid_utf8, deterministic=True)
-            self.conn.execute("BEGIN")
-            # the first read fixes the snapshot
-            self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as e:
-            raise self.error(e) from None
+        self.conn = self.connect_again()
 
     def error(self, e: Exception, where: str = "") -> SourceError:
         msg = str(e)
@@ -227,7 +217,7 @@ class SourceDB:
         threads (SQLite runs without the GIL). utf8_check also counts TEXT that is not
         UTF-8 (costs a GLOB per value: plan does it; a run finds such values in its
         backup pass, with their row keys)."""
-        pieces = [(t, r) for t in tables for r in self.ranges(t, workers if workers > 1 else 1)]
+        pieces = [(t, r) for t in tables for r in self.ranges(t, workers)]
         if workers > 1 and len(pieces) > 1 and self.shares_snapshot():
             sums = self._in_threads(workers, lambda conn, p: self._census_sums(conn, *p, utf8_check), pieces)
         else:
@@ -300,13 +290,16 @@ class SourceDB:
         return other
 
     def connect_again(self) -> sqlite3.Connection:
-        """Another read-only connection in a read transaction (only as good as shares_snapshot)."""
+        """A read-only connection in a read transaction; another than self.conn is only as
+        good as shares_snapshot."""
         try:
             conn = sqlite3.connect(self.uri, uri=True, isolation_level=None, timeout=self.busy_timeout_s,
                                    check_same_thread=False)
+            # SQLite cannot tell valid UTF-8 from invalid: the census asks Python, only
+            # for text with a character outside printable ASCII
             conn.create_function("migrate_invalid_utf8", 1, _invalid_utf8, deterministic=True)
             conn.execute("BEGIN")
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read fixes the snapshot
             return conn
         except sqlite3.DatabaseError as e:
             raise self.error(e) from None

@@ -195,11 +195,12 @@ def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int 
     progress.start_phase("backup", sum(min(t.rows, limit) if limit is not None else t.rows for t in schema.tables))
     for i, t in enumerate(schema.tables, 1):
         t.file = table_file(i, t, compress)
-    done = workers > 1 and limit is None and len(schema.tables) > 0 and src.shares_snapshot() and \
-        _backup_parallel(src, schema, backup_dir, workers, spill)
-    if workers > 1 and not done and limit is None and not src.shares_snapshot():
+    parallel = workers > 1 and limit is None and bool(schema.tables)
+    shared = parallel and src.shares_snapshot()
+    if parallel and not shared:
         log.info("source is in WAL mode: backed up by one process (other connections might not read "
                  "the same snapshot)")
+    done = shared and _backup_parallel(src, schema, backup_dir, workers, spill)
     for t in [] if done else schema.tables:
         start = time.monotonic()
         structlog.contextvars.bind_contextvars(table=t.name)
