@@ -19,7 +19,8 @@ from .types import Census, InvalidText
 
 BATCH = 1000  # rows per fetch: a batch at a time is what a worker holds (about 8 KB a row at peak)
 BUSY_TIMEOUT_S = 30.0
-SPLIT_MIN_ROWS = 100_000  # a table spanning this many rowids is read in pieces when workers > 1
+SPLIT_MIN_ROWS = 100_000  # a table of this many rows is read in pieces when workers > 1
+PIECE_MAX_ROWS = 2**30  # the census packs two counts of a piece in one 64-bit sum
 _PACK = 2**32  # two counts in one sum: low + high * _PACK
 # SQLite's own bookkeeping: never application data
 INTERNAL_PREFIX = "sqlite_"
@@ -264,17 +265,21 @@ class SourceDB:
         return row
 
     def ranges(self, t: Table, n: int) -> list[tuple[int, int] | None]:
-        """Rowid ranges splitting a table into about n pieces of equal span (and none wider
-        than 2**30); [None] (the whole table) when it has no rowid or is small."""
+        """Rowid ranges splitting a table into about n pieces of equal row count (and none
+        of more than PIECE_MAX_ROWS rows); [None] (the whole table) when it has no rowid or
+        is small. Cut at row positions, not rowid values: rowids may be sparse (ids of
+        2**62, an id far from the rest) without making pieces uneven or numerous."""
         if t.without_rowid or t.sql.upper().startswith("CREATE VIRTUAL"):
             return [None]
-        lo, hi = self.query(f"SELECT min(rowid), max(rowid) FROM main.{q(t.name)}", where=f"table {t.name!r}")[0]
-        if lo is None:
+        where = f"table {t.name!r}"
+        rows = self.query(f"SELECT count(*) FROM main.{q(t.name)}", where=where)[0][0]
+        pieces = max(n if rows >= SPLIT_MIN_ROWS else 1, -(-rows // PIECE_MAX_ROWS))
+        if pieces <= 1:
             return [None]
-        span = hi - lo + 1
-        pieces = max(n if span >= SPLIT_MIN_ROWS else 1, -(-span // 2**30))
-        cuts = [lo + span * i // pieces for i in range(pieces)] + [hi + 1]
-        return [(a, b - 1) for a, b in zip(cuts, cuts[1:])]
+        cuts = [self.query(f"SELECT rowid FROM main.{q(t.name)} ORDER BY rowid LIMIT 1 OFFSET ?",
+                           (rows * i // pieces,), where=where)[0][0] for i in range(1, pieces)]
+        bounds = [-2**63] + cuts + [2**63]
+        return [(a, b - 1) for a, b in zip(bounds, bounds[1:])]
 
     def shares_snapshot(self) -> bool:
         """Whether a connection opened now reads exactly this one's snapshot: true for a

@@ -26,8 +26,9 @@ def _expected(column: list) -> dict:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.tuples(values, values), max_size=60), workers=st.integers(1, 3))
-def test_census_in_pieces_counts_every_value(tmp_path_factory, monkeypatch, rows, workers):
+@given(rows=st.lists(st.tuples(values, values), max_size=60), workers=st.integers(1, 3),
+       spread=st.sampled_from([7, 2**56]))
+def test_census_in_pieces_counts_every_value(tmp_path_factory, monkeypatch, rows, workers, spread):
     monkeypatch.setattr(sqlite_source, "SPLIT_MIN_ROWS", 4)  # small tables split too
     path = tmp_path_factory.mktemp("census") / "c.db"
     conn = sqlite3.connect(path)
@@ -35,7 +36,7 @@ def test_census_in_pieces_counts_every_value(tmp_path_factory, monkeypatch, rows
     # infinity the text 'Inf', which is not an infinity)
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a, b TEXT)")
     conn.executemany("INSERT INTO t (id, a, b) VALUES (?, ?, ?)",
-                     [(i * 7 + 1, a, b) for i, (a, b) in enumerate(rows)])
+                     [(i * spread + (1 if spread == 7 else -2**62), a, b) for i, (a, b) in enumerate(rows)])
     conn.commit()
     stored = conn.execute("SELECT a, b FROM t").fetchall()  # each value as SQLite stored it
     conn.close()
@@ -58,3 +59,25 @@ def test_wal_source_is_counted_on_its_own_connection(make_sqlite):
         assert not src.shares_snapshot()  # another connection might see a later commit
         t = src.read_schema(workers=4).tables[0]
     assert (t.rows, t.columns[1].census.real, t.columns[1].census.nonfinite, t.columns[1].census.null) == (3, 2, 1, 1)
+
+
+def test_pieces_are_cut_by_rows_not_by_rowid_values(make_sqlite, monkeypatch):
+    """Sparse rowids (the extremes of int64, one id far from the rest) give pieces of equal
+    row count that together hold every row once; before, the span of the ids set the
+    number of pieces (2**64 / 2**30 of them)."""
+    monkeypatch.setattr(sqlite_source, "SPLIT_MIN_ROWS", 4)
+    ids = [-2**63, -5] + list(range(1, 40)) + [2**62, 2**63 - 1]
+    path = make_sqlite("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);",
+                       params=[("INSERT INTO t VALUES (?, ?)", [(i, str(i)) for i in ids])])
+    with SourceDB(path) as src:
+        t = src.read_schema(workers=3).tables[0]
+        assert (t.rows, t.columns[0].census.integer) == (43, 43)
+        pieces = src.ranges(t, 3)
+        got = [[r[0] for b in src.rows(t, rowids=p) for r in b] for p in pieces]
+    assert len(pieces) == 3 and [len(g) for g in got] == [14, 14, 15]
+    assert sum(got, []) == sorted(ids)
+    monkeypatch.setattr(sqlite_source, "PIECE_MAX_ROWS", 10)  # the cap on a piece's rows holds too
+    with SourceDB(path) as src:
+        pieces = src.ranges(t, 2)
+        assert len(pieces) == 5
+        assert max(len([r for b in src.rows(t, rowids=p) for r in b]) for p in pieces) <= 10
