@@ -14,6 +14,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from decimal import Decimal, InvalidOperation
 from hashlib import md5
 from typing import Callable
@@ -137,7 +138,10 @@ _COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t
 
 
 def copy_escape(s: str) -> str:
-    return s.translate(_COPY_ESCAPE)
+    # most text holds none of the four: four scans in C beat one translate() (0.05 vs 0.2-0.6 us)
+    if "\\" in s or "\n" in s or "\r" in s or "\t" in s:
+        return s.translate(_COPY_ESCAPE)
+    return s
 
 
 def describe(v) -> str:
@@ -259,21 +263,29 @@ def to_datetime(v) -> dt.datetime:
 
 
 def pg_timestamp(value: dt.datetime) -> str:
-    s = value.strftime("%Y-%m-%d %H:%M:%S") if value.year >= 1000 else (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}")
+    """timestamp_out: 'YYYY-MM-DD HH:MM:SS[.ffffff without trailing zeros]' (year padded
+    to four digits, as isoformat does; value is naive)."""
     if value.microsecond:
-        s += ("." + f"{value.microsecond:06d}").rstrip("0")
-    return s
+        return value.isoformat(" ").rstrip("0")  # the fraction is not zero: stops before '.'
+    return value.isoformat(" ")
 
 
 def _to_timestamp(v) -> str:
-    # fast path: already PostgreSQL's own rendering ('YYYY-MM-DD HH:MM:SS'), validated in C
-    if type(v) is str and len(v) == 19 and v[10] == " " and v[4] == "-" and v[:4] >= "1000" and v.isascii():
+    # fast paths, validated in C: PostgreSQL's own rendering ('YYYY-MM-DD HH:MM:SS'), the same
+    # with 'T' and/or a 'Z' suffix (UTC), and integer epoch seconds
+    if type(v) is str:
+        n = len(v)
+        if (n == 19 or n == 20 and v[19] in "Zz") and v[10] in " T" and v[4] == v[7] == "-" \
+                and v[13] == v[16] == ":" and v[:4] >= "1000" and v.isascii():
+            try:
+                dt.datetime.fromisoformat(v[:19])
+                return v if n == 19 and v[10] == " " else v[:10] + " " + v[11:19]
+            except ValueError:
+                pass  # the slow path names the reason
+    elif type(v) is int and v not in AMBIGUOUS_YEARS and abs(v) < EPOCH_MS_THRESHOLD:
         try:
-            dt.datetime.fromisoformat(v)
-            return v
-        except ValueError:
+            return (EPOCH + dt.timedelta(seconds=v)).isoformat(" ")
+        except OverflowError:
             pass  # the slow path names the reason
     return pg_timestamp(to_datetime(v))
 
@@ -546,7 +558,7 @@ def converter(pg_type: str, census: Census | None = None) -> Callable[[object], 
 
 def _fast_text(v) -> str:
     if type(v) is str:
-        return v.translate(_COPY_ESCAPE)
+        return copy_escape(v)
     return _to_text(v)  # InvalidText: the precise error
 
 
@@ -582,9 +594,27 @@ def bytes_hash(data: bytes) -> int:
     return int.from_bytes(md5(data).digest()[:8], "big", signed=True)
 
 
+_digest = type(md5()).digest
+
+
+@lru_cache(maxsize=8)
+def _prefixes(n: int) -> Callable[[bytes], tuple]:
+    return struct.Struct(">" + "q8x" * n).unpack  # n digests -> their signed 64-bit prefixes
+
+
+def bytes_hash_sum(items: list[bytes]) -> int:
+    """sum(map(bytes_hash, items)), with one Python call per batch instead of three per row."""
+    return sum(_prefixes(len(items))(b"".join(map(_digest, map(md5, items))))) if items else 0
+
+
 def line_hash(line: str) -> int:
     """Python side of row_hash_sql: bytes_hash of the line's UTF-8."""
     return bytes_hash(line.encode("utf-8"))
+
+
+def line_hash_sum(lines: list[str]) -> int:
+    """sum(map(line_hash, lines))."""
+    return bytes_hash_sum(list(map(str.encode, lines)))
 
 
 def fold(total: int) -> str:

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migrate.postgres_target import SESSION_SETTINGS
-from migrate.types import _decimal_of_text, _to_jsonb, float_field_bits, jsonb_text, pg_float, pg_numeric, pg_timestamp
+from migrate.types import (_decimal_of_text, _to_jsonb, bytes_hash_sum, float_field_bits, jsonb_text, line_hash_sum,
+                           pg_float, pg_numeric, pg_timestamp)
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -124,3 +125,15 @@ def test_flat_json_fast_path_is_taken_for_plain_objects():
         '{"e": 0.0, "n": null, "lr": 0.003, "é": "ü", "batch": 32, "epochs": 42}'  # é: 2 bytes
     for other in ('{"a":1e5}', '{"a":"\\n"}', '{"a":[1]}', '[1]', '{"a":1,}', '{"a" 1}'):
         assert _flat_jsonb(other) is None, other
+
+
+@FAST
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
+                max_size=1100))
+def test_row_hash_sum_matches_postgres(cur, lines):
+    """A batch's row hashes (one call per batch, spanning a cached unpack format and the
+    empty batch) add up to what row_hash_sql sums in PostgreSQL, row by row."""
+    cur.execute("SELECT coalesce(sum(('x' || left(md5(x), 16))::bit(64)::bigint::numeric), 0) "
+                "FROM unnest(%s::text[]) x", (lines,))
+    assert line_hash_sum(lines) == int(cur.fetchone()[0])
+    assert bytes_hash_sum([x.encode() for x in lines]) == line_hash_sum(lines)

@@ -1,10 +1,14 @@
 """Type mapping, census decisions and conversions (no database needed)."""
+import datetime as dt
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migrate.errors import ConversionError
 from migrate.phases.init_schema import translate_default
 from migrate.schema import Column, pg_ident
-from migrate.types import CONVERTERS, Census, decide, declared_to_pg
+from migrate.types import CONVERTERS, Census, converter, decide, declared_to_pg, pg_timestamp, to_datetime
 
 
 @pytest.mark.parametrize("declared,pg", [
@@ -105,6 +109,14 @@ def test_text_and_bytes():
     assert CONVERTERS["bytea"]("aGVsbG8=") == "\\\\x" + b"aGVsbG8=".hex()  # base64-looking text stays text bytes
 
 
+@pytest.mark.parametrize("ch, escaped", [("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")])
+def test_each_copy_special_character_alone_is_escaped(ch, escaped):
+    census = Census(text=1)
+    for conv in (CONVERTERS["text"], converter("text", census)):  # the checked and the fast path
+        assert conv("a" + ch) == "a" + escaped
+        assert conv(ch * 2) == escaped * 2
+
+
 def test_json():
     assert CONVERTERS["jsonb"]('{"b": 1, "a": [true, null, 1.50]}') == '{"a": [true, null, 1.50], "b": 1}'
     with pytest.raises(ConversionError, match="invalid JSON"):
@@ -147,3 +159,30 @@ def test_long_names_shorten_deterministically_without_collisions():
     assert len(pg_ident(a).encode()) <= 63 and pg_ident(a) != pg_ident(b) and pg_ident(a) == pg_ident(a)
     assert pg_ident("user") == "user"
     assert len(pg_ident("é" * 40).encode()) <= 63
+
+
+_stamp_chars = st.sampled_from("0123456789-: TZzt+W.")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.integers(min_value=-2**62, max_value=2**62),
+    st.integers(min_value=-20000, max_value=20000),
+    st.datetimes(min_value=dt.datetime(1, 1, 1)).map(lambda d: d.isoformat(sep=" ", timespec="seconds")),
+    st.datetimes(min_value=dt.datetime(1, 1, 1)).map(lambda d: d.isoformat(timespec="seconds") + "Z"),
+    st.builds(lambda d, sep, end: d.isoformat(sep=sep, timespec="seconds") + end,
+              st.datetimes(min_value=dt.datetime(1, 1, 1)), st.sampled_from(" Tt_"), st.sampled_from(["", "Z", "z", "t", " "])),
+    st.text(_stamp_chars, min_size=19, max_size=20),
+    st.builds(lambda s, i, c: s[:i] + c + s[i + 1:],
+              st.datetimes().map(lambda d: d.isoformat(sep=" ", timespec="seconds")),
+              st.integers(0, 18), _stamp_chars)))
+def test_timestamp_fast_paths_agree_with_the_full_parser(v):
+    """The C-validated shortcuts of the timestamp converter return what the full parser
+    returns, and refuse what it refuses."""
+    try:
+        expected = pg_timestamp(to_datetime(v))
+    except ConversionError:
+        with pytest.raises(ConversionError):
+            CONVERTERS["timestamp"](v)
+        return
+    assert CONVERTERS["timestamp"](v) == expected

@@ -26,7 +26,7 @@ from ..errors import BackupError
 from ..progress import current
 from ..schema import Schema, Table
 from ..sqlite_source import NeedsMarking, SourceDB
-from ..types import InvalidText, bytes_hash, fold
+from ..types import InvalidText, bytes_hash_sum, fold
 from .. import workers as workers_module
 from ..workers import JOB
 
@@ -124,7 +124,7 @@ def _write(src: SourceDB, t: Table, path: str, limit: int | None, marking: bool,
                             if type(v) is InvalidText:
                                 invalid[i] += 1
                 out = [encode(r) for r in batch]
-                raw += sum(map(bytes_hash, out))
+                raw += bytes_hash_sum(out)
                 out.append(b"")
                 f.write(b"\n".join(out))
                 n_err = len(errors)

@@ -27,7 +27,7 @@ from ..errors import BackupError, DataError, MigrateError, TargetUnavailable
 from ..postgres_target import TRANSIENT_ERRORS, Target, classify
 from ..progress import current
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
-from ..types import bytes_hash, fold
+from ..types import bytes_hash_sum, fold
 from ..workers import JOB
 from .. import workers as workers_module
 from .backup import open_table_file
@@ -81,7 +81,6 @@ class _CopyStream:
                 raw = raw.rstrip(b"\n")
                 if not raw:
                     continue
-                self.raw += bytes_hash(raw)
                 lines.append(raw)
                 if len(lines) >= CHUNK_ROWS:
                     break
@@ -89,6 +88,7 @@ class _CopyStream:
             raise BackupError(f"backup file {self.t.file!r} of table {self.t.name!r} is unreadable: {e}") from None
         if not lines:
             return b""
+        self.raw += bytes_hash_sum(lines)
         try:
             batch = [self.decode(x) for x in lines]
         except (orjson.JSONDecodeError, ValueError, IndexError) as e:
