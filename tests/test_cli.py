@@ -303,3 +303,35 @@ def test_verify_reports_orphans_without_calling_them_differences(make_sqlite, cl
     r = cli("verify", "--source", src, "--target", pgdb)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 orphan row(s) for foreign key (parent_id) -> 'parent', e.g. ['id'] = [(2,)]" in r.stdout
+
+
+def test_orphan_scan_is_left_out_only_where_a_validated_key_guarantees_none(server, pgdb):
+    """verify skips its orphan query for a foreign key PostgreSQL has validated on exactly
+    those columns; a NOT VALID key, another column or another parent still gets the scan."""
+    from migrate.phases.verify import enforced
+    from migrate.postgres_target import Target
+    from migrate.schema import Column, Table
+    dbname = pgdb.rsplit("/", 1)[1]
+    conn = server.connect(dbname)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute('CREATE TABLE p (id int PRIMARY KEY, k int UNIQUE); '
+                'CREATE TABLE "order" (id int PRIMARY KEY, a int REFERENCES p(id), b int, c int); '
+                'INSERT INTO p VALUES (1, 10); INSERT INTO "order" VALUES (1, 1, 7, 10); '
+                'ALTER TABLE "order" ADD FOREIGN KEY (b) REFERENCES p(id) NOT VALID')
+    target = Target(pgdb, password=server.password)
+
+    def table(name, cols):
+        t = Table(name, [Column(c, "INTEGER", False, None, 0) for c in cols])
+        for c in t.columns:
+            c.pg_name = c.name
+        t.pg_name = name
+        return t
+    child, parent = table("order", ["id", "a", "b", "c"]), table("p", ["id", "k"])
+    pair = lambda a, b: [(child.column(a), parent.column(b))]  # noqa: E731
+    assert enforced(cur, target, child, parent, pair("a", "id"))
+    assert not enforced(cur, target, child, parent, pair("b", "id"))  # NOT VALID
+    assert not enforced(cur, target, child, parent, pair("c", "k"))  # no key at all
+    assert not enforced(cur, target, child, parent, pair("a", "k"))  # another parent column
+    assert not enforced(cur, target, child, child, [(child.column("a"), child.column("id"))])
+    conn.close()

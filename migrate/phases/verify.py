@@ -113,6 +113,20 @@ def orphans(cur, target: Target, child: Table, parent: Table, pairs, limit: int 
     return (rows[0][0] if rows else 0), key_cols, [r[1:] for r in rows]
 
 
+def enforced(cur, target: Target, child: Table, parent: Table, pairs) -> bool:
+    """Whether the target holds a validated foreign key on exactly these column pairs:
+    PostgreSQL then guarantees there is no orphan (MATCH SIMPLE, as orphans() counts)."""
+    cur.execute("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND convalidated "
+                "AND conrelid = to_regclass(%s) AND confrelid = to_regclass(%s) "
+                "AND conkey = ARRAY(SELECT attnum FROM unnest(%s::text[]) WITH ORDINALITY u(name, i) "
+                "JOIN pg_attribute ON attrelid = conrelid AND attname = name ORDER BY i)::int2[] "
+                "AND confkey = ARRAY(SELECT attnum FROM unnest(%s::text[]) WITH ORDINALITY u(name, i) "
+                "JOIN pg_attribute ON attrelid = confrelid AND attname = name ORDER BY i)::int2[])",
+                (target.qualified(child.pg_name), target.qualified(parent.pg_name),
+                 [a.pg_name for a, _ in pairs], [b.pg_name for _, b in pairs]))
+    return cur.fetchone()[0]
+
+
 def fk_pairs(t: Table, fk, by_name: dict):
     """(parent, [(child column, parent column)]) for a foreign key, or None when it cannot be resolved."""
     parent = by_name.get(fk.ref_table)
@@ -209,7 +223,7 @@ def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
     # orphans are reported, not counted as a difference: SQLite let the source hold them too
     for fk in (t.foreign_keys if derived and res["target_rows"] is not None else []):
         resolved = fk_pairs(t, fk, by_name or {})
-        if resolved:
+        if resolved and not enforced(cur, target, t, *resolved):
             n, key_cols, sample = orphans(cur, target, t, resolved[0], resolved[1])
             if n:
                 res.setdefault("orphans", {})[f"({', '.join(fk.columns)}) -> {fk.ref_table}"] = n
@@ -221,9 +235,9 @@ def verify_table(cur, target: Target, t: Table, backup_dir: str | None = None,
 
 def run(schema: Schema, target: Target, *, backup_dir: str | None = None, src: SourceDB | None = None,
         fills_for=None, workers: int = 1) -> list[dict]:
-    """Every table, in restore order; with workers > 1 (and no SQLite source to read: one
-    connection cannot serve threads) several tables at once, each on a connection of its own
-    (PostgreSQL computes the checksums; psycopg2 waits without the GIL)."""
+    """Every table, reported in restore order; with workers > 1 (and no SQLite source to read:
+    one connection cannot serve threads) several tables at once, biggest first, each on a
+    connection of its own (PostgreSQL computes the checksums; psycopg2 waits without the GIL)."""
     if backup_dir is None and src is None:
         raise BackupError("verify needs --source or --backup-dir for the expected side")
     by_name = {x.name: x for x in schema.tables}
@@ -249,8 +263,10 @@ def run(schema: Schema, target: Target, *, backup_dir: str | None = None, src: S
     try:
         if workers > 1 and src is None and len(order) > 1:
             context = contextvars.copy_context()  # the job's log fields (command, phase), in every thread
+            biggest_first = sorted(order, key=lambda t: -t.rows)
             with ThreadPoolExecutor(workers) as pool:
-                return list(pool.map(lambda t: context.copy().run(one, t), order))
+                done = dict(zip(map(id, biggest_first), pool.map(lambda t: context.copy().run(one, t), biggest_first)))
+            return [done[id(t)] for t in order]
         return [one(t) for t in order]
     finally:
         for conn in opened:
