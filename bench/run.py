@@ -1,7 +1,7 @@
 """The benchmark, one command:  V/bin/python bench/run.py --rows 2200000
 
 Generates (or reuses) the deterministic app-like DB, starts a throwaway PostgreSQL,
-then measures, each in its own process: the ceiling (bench/ceiling.py), and migrate's
+then measures, each in its own process and on a settled server (see settle): the ceiling (bench/ceiling.py), and migrate's
 backup, restore (from that backup into a fresh database) and the whole run. Prints
 seconds per phase (from the STEP log lines), rows/s, peak memory of each process tree (PSS, workers included), and
 the ratios against the ceiling. Nothing here is asserted: it prints figures.
@@ -43,6 +43,28 @@ def tree_rss_kib(pid: int) -> int:
         except (OSError, ValueError):
             pass
     return total
+
+
+DATABASES = ("ceiling", "restore", "run", "restore1")
+
+
+def settle(cluster) -> None:
+    """Start each measurement on a quiet machine, as the first one (the ceiling) does. A
+    load leaves work behind: autovacuum visits the freshly loaded tables within a minute
+    (insert threshold) and the checkpointer writes their pages out; unchecked, that work
+    lands in whatever is measured next. So before each measurement: VACUUM every bench
+    database (what autovacuum would do; instant on an empty one), CHECKPOINT, sync."""
+    import psycopg2
+    for name in DATABASES + ("postgres",):  # the checkpoint last
+        conn = psycopg2.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
+                                dbname=name)
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("VACUUM")
+        if name == "postgres":
+            cur.execute("CHECKPOINT")
+        conn.close()
+    os.sync()
 
 
 def measure(cmd: list[str], env: dict) -> tuple[float, float, str, int]:
@@ -101,7 +123,7 @@ def main() -> int:
         admin = psycopg2.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
                                  dbname="postgres")
         admin.autocommit = True
-        for name in ("ceiling", "restore", "run", "restore1"):
+        for name in DATABASES:
             admin.cursor().execute(f"CREATE DATABASE {name}")
         admin.close()
         url = lambda name: f"postgresql://postgres@127.0.0.1:{cluster.port}/{name}"  # noqa: E731
@@ -112,22 +134,28 @@ def main() -> int:
                    for t in ("user", "dataset", "trainingjob", "modelartifact"))
         py = sys.executable
         results = {}
+        settle(cluster)
         s, m, log, rc = measure([py, os.path.join(HERE, "ceiling.py"), db, url("ceiling")], env)
         results["ceiling"] = (s, m, rc, {})
+        settle(cluster)
         s, m, log, rc = measure([py, "-m", "migrate", "backup", "--source", db, "--backup-dir",
                                  os.path.join(work, "b1")], env)
         results["backup"] = (s, m, rc, phases(log))
+        settle(cluster)
         s, m, log, rc = measure([py, "-m", "migrate", "restore", "--backup-dir", os.path.join(work, "b1"),
                                  "--target", url("restore")], env)
         results["restore"] = (s, m, rc, phases(log))
+        settle(cluster)
         s, m, log, rc = measure([py, "-m", "migrate", "run", "--source", db, "--backup-dir",
                                  os.path.join(work, "b2"), "--target", url("run")], env)
         results["run"] = (s, m, rc, phases(log))
         backup_mb = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(os.path.join(work, "b2"))
                         for f in fs) / 2**20
+        settle(cluster)
         s, m, log, rc = measure([py, "-m", "migrate", "restore", "--backup-dir", os.path.join(work, "b1"),
                                  "--target", url("restore1"), "--workers", "1"], env)
         results["restore --workers 1"] = (s, m, rc, phases(log))
+        settle(cluster)
         s, m, log, rc = measure([py, "-m", "migrate", "backup", "--source", db, "--backup-dir",
                                  os.path.join(work, "b3"), "--backup-compress", "gzip"], env)
         results["backup --backup-compress gzip"] = (s, m, rc, {})
