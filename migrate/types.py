@@ -385,16 +385,58 @@ _FLAT_MEMBER = re.compile(f'"([^"\\\\\x00-\x1f]*)"{_WS}:{_WS}({_SCALAR})')
 
 
 def _flat_jsonb(v: str) -> str | None:
-    """jsonb_out of a flat object without escapes or exponents; None for anything else."""
+    """jsonb_out of a flat object without escapes or exponents; None for anything else.
+
+    The common spellings (compact, as SQLite's json_object and JavaScript write it, or
+    with ', ' and ': ', as Python's json.dumps does) are recognised by rebuilding them from
+    the members found and comparing: equal text proves the shape, with no second regex.
+    A shape (its keys in order) is kept with its three templates; apps repeat shapes."""
+    pairs = _FLAT_MEMBER.findall(v)
+    if pairs:
+        keys, values = zip(*pairs)
+        shape = _SHAPES.get(keys)
+        if shape is None:
+            shape = _shape(keys)
+        if shape and (shape[0](*values) == v or shape[1](*values) == v):
+            if "-0" in v:
+                values = _no_negative_zero(values)
+            return shape[2](*values)
+    return _flat_jsonb_any(v)
+
+
+_SHAPES: dict = {}
+
+
+def _shape(keys: tuple):
+    """(compact, spaced, jsonb_out) format functions for objects with these keys in this
+    order; False when a key repeats (the general path keeps the last, as jsonb does)."""
+    if len(_SHAPES) >= 10_000:
+        _SHAPES.clear()
+    if len(set(keys)) != len(keys):
+        _SHAPES[keys] = False
+        return False
+    esc = [k.replace("{", "{{").replace("}", "}}") for k in keys]
+    order = sorted(sorted(range(len(keys)), key=lambda i: keys[i]), key=lambda i: _utf8_len(keys[i]))
+    shape = ("{{" + ",".join(f'"{k}":{{{i}}}' for i, k in enumerate(esc)) + "}}").format, \
+            ("{{" + ", ".join(f'"{k}": {{{i}}}' for i, k in enumerate(esc)) + "}}").format, \
+            ("{{" + ", ".join(f'"{esc[i]}": {{{i}}}' for i in order) + "}}").format
+    _SHAPES[keys] = shape
+    return shape
+
+
+def _no_negative_zero(values) -> list:
+    return [x[1:] if x.startswith("-0") and not x.strip("-0.") else x for x in values]  # numeric has none
+
+
+def _flat_jsonb_any(v: str) -> str | None:
+    """_flat_jsonb for any whitespace and duplicate keys."""
     if not _FLAT_OBJECT.fullmatch(v):
         return None
     members = dict(_FLAT_MEMBER.findall(v))  # the last of duplicate keys wins, as in jsonb
     # jsonb orders keys by length in bytes, then bytewise (= code point order in UTF-8)
     keys = sorted(sorted(members), key=len if v.isascii() else _utf8_len)
     if "-0" in v:
-        for k, x in members.items():
-            if x.startswith("-0") and not x.strip("-0."):
-                members[k] = x[1:]  # -0, -0.00: numeric has no negative zero
+        members = dict(zip(members, _no_negative_zero(members.values())))
     return "{" + ", ".join([f'"{k}": {members[k]}' for k in keys]) + "}"
 
 
@@ -403,6 +445,8 @@ def _utf8_len(s: str) -> int:
 
 
 def _to_jsonb(v) -> str:
+    if type(v) is str and v[:1] == "{" and (flat := _flat_jsonb(v)) is not None:
+        return flat  # nothing in it needs COPY escaping
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
@@ -411,8 +455,6 @@ def _to_jsonb(v) -> str:
         return pg_numeric(Decimal(repr(v)))
     if not isinstance(v, str):
         raise ConversionError("not JSON text")
-    if v[:1] == "{" and (flat := _flat_jsonb(v)) is not None:
-        return flat  # nothing in it needs COPY escaping
     try:
         node = _JSON_DECODER.decode(v)  # a plain dict keeps the last of duplicate keys, as jsonb does
     except ValueError as e:

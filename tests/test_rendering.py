@@ -106,13 +106,20 @@ flat_scalar = st.one_of(
 flat_ws = st.sampled_from(["", " ", "\n\t ", "\r"])
 
 
+def _object_text(members, style) -> str:
+    if style == "any":  # whitespace of its own around every token
+        return "{" + ",".join(f"{w}{json.dumps(k, ensure_ascii=False)}{w}:{w}{x}{w}" for k, x, w in members) + "}"
+    comma, colon = (",", ":") if style == "compact" else (", ", ": ")  # JavaScript / Python spellings
+    return "{" + comma.join(f"{json.dumps(k, ensure_ascii=False)}{colon}{x}" for k, x, _ in members) + "}"
+
+
 @FAST
-@given(st.lists(st.lists(st.tuples(flat_key, flat_scalar, flat_ws), max_size=5), min_size=1, max_size=20))
+@given(st.lists(st.tuples(st.lists(st.tuples(flat_key, flat_scalar, flat_ws), max_size=5),
+                          st.sampled_from(["any", "compact", "spaced"])), min_size=1, max_size=20))
 def test_flat_json_objects_render_as_postgres_does(cur, objects):
-    """The fast path for flat objects (and its fallback for escapes and exponents) against
+    """The fast paths for flat objects (and the fallback for escapes and exponents) against
     jsonb_out: key order by length then bytes, duplicate keys, spacing, negative zero."""
-    texts = ["{" + ",".join(f"{w}{json.dumps(k, ensure_ascii=False)}{w}:{w}{x}{w}" for k, x, w in members) + "}"
-             for members in objects]
+    texts = [_object_text(members, style) for members, style in objects]
     cur.execute("SELECT s::jsonb::text FROM unnest(%s::text[]) WITH ORDINALITY u(s, i) ORDER BY i", (texts,))
     for t, (pg,) in zip(texts, cur.fetchall()):
         copy_field = pg.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
