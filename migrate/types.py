@@ -271,8 +271,8 @@ def pg_timestamp(value: dt.datetime) -> str:
 
 
 def _to_timestamp(v) -> str:
-    # fast paths, validated in C: PostgreSQL's own rendering ('YYYY-MM-DD HH:MM:SS'), the same
-    # with 'T' and/or a 'Z' suffix (UTC), and integer epoch seconds
+    # fast path, validated in C: PostgreSQL's own rendering ('YYYY-MM-DD HH:MM:SS'), the same
+    # with 'T' and/or a 'Z' suffix (UTC)
     if type(v) is str:
         n = len(v)
         if (n == 19 or n == 20 and v[19] in "Zz") and v[10] in " T" and v[4] == v[7] == "-" \
@@ -282,11 +282,6 @@ def _to_timestamp(v) -> str:
                 return v if n == 19 and v[10] == " " else v[:10] + " " + v[11:19]
             except ValueError:
                 pass  # the slow path names the reason
-    elif type(v) is int and v not in AMBIGUOUS_YEARS and abs(v) < EPOCH_MS_THRESHOLD:
-        try:
-            return (EPOCH + dt.timedelta(seconds=v)).isoformat(" ")
-        except OverflowError:
-            pass  # the slow path names the reason
     return pg_timestamp(to_datetime(v))
 
 
@@ -346,9 +341,9 @@ def _json_string(s: str) -> str:
     return "".join(out)
 
 
-def _key_order(item):
-    k = item[0].encode()
-    return len(k), k  # jsonb orders keys by length, then bytes
+def jsonb_key_order(key: str) -> tuple[int, bytes]:
+    k = key.encode()
+    return len(k), k  # jsonb orders keys by length in bytes, then bytewise
 
 
 def jsonb_text(node) -> str:
@@ -357,7 +352,7 @@ def jsonb_text(node) -> str:
         return _json_string(node)
     if t is dict:
         return "{" + ", ".join([_json_string(k) + ": " + jsonb_text(v)
-                                for k, v in sorted(node.items(), key=_key_order)]) + "}"
+                                for k, v in sorted(node.items(), key=lambda kv: jsonb_key_order(kv[0]))]) + "}"
     if t is list:
         return "[" + ", ".join([jsonb_text(x) for x in node]) + "]"
     if t is int:
@@ -416,7 +411,7 @@ def _shape(keys: tuple):
         _SHAPES[keys] = False
         return False
     esc = [k.replace("{", "{{").replace("}", "}}") for k in keys]
-    order = sorted(sorted(range(len(keys)), key=lambda i: keys[i]), key=lambda i: _utf8_len(keys[i]))
+    order = sorted(range(len(keys)), key=lambda i: jsonb_key_order(keys[i]))
     shape = ("{{" + ",".join(f'"{k}":{{{i}}}' for i, k in enumerate(esc)) + "}}").format, \
             ("{{" + ", ".join(f'"{k}": {{{i}}}' for i, k in enumerate(esc)) + "}}").format, \
             ("{{" + ", ".join(f'"{esc[i]}": {{{i}}}' for i in order) + "}}").format
@@ -433,15 +428,10 @@ def _flat_jsonb_any(v: str) -> str | None:
     if not _FLAT_OBJECT.fullmatch(v):
         return None
     members = dict(_FLAT_MEMBER.findall(v))  # the last of duplicate keys wins, as in jsonb
-    # jsonb orders keys by length in bytes, then bytewise (= code point order in UTF-8)
-    keys = sorted(sorted(members), key=len if v.isascii() else _utf8_len)
+    keys = sorted(members, key=jsonb_key_order)
     if "-0" in v:
         members = dict(zip(members, _no_negative_zero(members.values())))
     return "{" + ", ".join([f'"{k}": {members[k]}' for k in keys]) + "}"
-
-
-def _utf8_len(s: str) -> int:
-    return len(s.encode())
 
 
 def _to_jsonb(v) -> str:
