@@ -77,6 +77,9 @@ class Table:
     indexes: list[Index] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     without_rowid: bool = False
+    # how SQL reaches the rowid ('rowid', '_rowid_' or 'oid', the first no column shadows);
+    # None: no rowid to cut the table at (WITHOUT ROWID, virtual, all three names taken)
+    rowid: str | None = "rowid"
     rows: int = 0
     sql: str = ""
     autoincrement_seq: int | None = None  # sqlite_sequence.seq, if AUTOINCREMENT

@@ -105,13 +105,22 @@ CREATE TABLE nokey (a, b);
 """
 
 
+def _backup(src: str, out: str, workers: int, **options):
+    """The backup phase on its own: source read and decided, written with these workers."""
+    from migrate.phases import backup as backup_phase
+    from migrate.sqlite_source import SourceDB
+    with SourceDB(src) as db:
+        schema = db.read_schema(workers=workers)
+        schema.decide({})
+        backup_phase.run(src, out, schema, db, workers=workers, **options)
+    return schema
+
+
 def test_backup_in_pieces_is_the_same_backup(make_sqlite, tmp_path, monkeypatch):
     """Rowid ranges written by several workers join into the very files, checksums, error
     samples and census one process writes: invalid UTF-8 (read again marked) in one piece,
     conversion errors (an ambiguous date) in several, a table without a key kept whole."""
     from migrate import sqlite_source
-    from migrate.phases import backup as backup_phase
-    from migrate.sqlite_source import SourceDB
     rows = [(i, 5 if i % 17 == 0 else "2024-01-02", "x\x00y" if i % 11 == 0 else f"t{i}\n",
              float("inf") if i % 13 == 0 else i / 7, bytes([i % 256]) * 3) for i in range(1, 200)]
     src = make_sqlite(TRICKY, params=[("INSERT INTO t VALUES (?, ?, ?, ?, ?)", rows),
@@ -123,10 +132,7 @@ def test_backup_in_pieces_is_the_same_backup(make_sqlite, tmp_path, monkeypatch)
     monkeypatch.setattr(sqlite_source, "SPLIT_MIN_ROWS", 8)
     out = {}
     for workers in (1, 3):
-        with SourceDB(src) as db:
-            schema = db.read_schema(workers=workers)
-            schema.decide({})
-            backup_phase.run(src, str(tmp_path / f"w{workers}"), schema, db, workers=workers, spill=True)
+        schema = _backup(src, str(tmp_path / f"w{workers}"), workers, spill=True)
         files = {}
         for name in sorted(os.listdir(tmp_path / f"w{workers}" / "tables")):
             with open(tmp_path / f"w{workers}" / "tables" / name, "rb") as f:
@@ -144,9 +150,24 @@ def test_backup_in_pieces_is_the_same_backup(make_sqlite, tmp_path, monkeypatch)
     assert len(keys) == 20 and keys == sorted(keys) and keys[:3] == [11, 17, 22]  # a sample, in key order
     assert [c["census"]["invalid_utf8"] for c in t["columns"]] == [0, 0, 1, 0, 0]
     # gzip pieces join into one valid gzip file (of several members) with the same content
-    with SourceDB(src) as db:
-        schema = db.read_schema(workers=3)
-        schema.decide({})
-        backup_phase.run(src, str(tmp_path / "gz"), schema, db, compress="gzip", workers=3)
+    _backup(src, str(tmp_path / "gz"), 3, compress="gzip")
     with gzip.open(tmp_path / "gz" / "tables" / "0001-t.jsonl.gz") as f:
         assert f.read() == files["0001-t.jsonl"]
+
+
+def test_backup_in_pieces_of_a_table_whose_columns_take_the_rowid_names(make_sqlite, tmp_path, monkeypatch):
+    """Columns named rowid and oid: the pieces are cut at the rowid itself (_rowid_), so
+    every row is written once, in key order, as one process writes them."""
+    from migrate import sqlite_source
+    from migrate.sqlite_source import SourceDB
+    src = make_sqlite("CREATE TABLE s (id INTEGER PRIMARY KEY, rowid TEXT, oid INTEGER);",
+                      params=[("INSERT INTO s VALUES (?, ?, ?)", [(i, f"r{999 - i}", -i) for i in range(1, 300)])])
+    monkeypatch.setattr(sqlite_source, "SPLIT_MIN_ROWS", 8)
+    out = {}
+    with SourceDB(src) as db:
+        assert len(db.ranges(db.read_schema().tables[0], 3)) == 3
+    for workers in (1, 3):
+        _backup(src, str(tmp_path / f"w{workers}"), workers)
+        with open(tmp_path / f"w{workers}" / "tables" / "0001-s.jsonl", "rb") as f:
+            out[workers] = [json.loads(line) for line in f]
+    assert out[1] == out[3] == [[i, f"r{999 - i}", -i] for i in range(1, 300)]
