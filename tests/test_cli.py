@@ -185,9 +185,25 @@ def test_orphans_reported_with_keys_or_loaded_not_valid(make_sqlite, cli, pgdb, 
     assert r.returncode == 5
     rep = json.loads((tmp_path / "r.json").read_text())
     assert any("1 orphan row(s) whose parent does not exist, e.g. id=2" in e for e in rep["errors"])
+    assert sql(server, pgdb, "SELECT conname FROM pg_constraint WHERE contype = 'f'") == []  # not left half-made
     r = cli("run", "--source", src, "--target", pgdb, "--backup-dir", str(tmp_path / "b"), "--orphans", "not-valid")
     assert r.returncode == 0, r.stderr
     assert sql(server, pgdb, "SELECT convalidated FROM pg_constraint WHERE contype = 'f'") == [(False,)]
+
+
+def test_a_key_left_not_valid_is_validated_by_the_next_run(make_sqlite, cli, pgdb, server, tmp_path):
+    """Keys are added NOT VALID, then validated: a crash in between leaves a key that
+    looks present. The next run validates it instead of taking it as done."""
+    src = make_sqlite(ORPHANS.replace("(2, 99), ", ""))
+    args = ("run", "--source", src, "--target", pgdb, "--backup-dir", str(tmp_path / "b"))
+    assert cli(*args).returncode == 0
+    key = "SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f'"
+    assert sql(server, pgdb, key) == [("child_fk1", True)]
+    sql(server, pgdb, "ALTER TABLE child DROP CONSTRAINT child_fk1")
+    sql(server, pgdb, "ALTER TABLE child ADD CONSTRAINT child_fk1 FOREIGN KEY (parent_id) REFERENCES parent NOT VALID")
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert sql(server, pgdb, key) == [("child_fk1", True)]
 
 
 # ------------------------------------------------------------------ verify --

@@ -13,6 +13,7 @@ then ANALYZE.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import zlib
@@ -481,12 +482,6 @@ def _exists(cur, target: Target, name: str) -> bool:
     return cur.fetchone()[0] is not None
 
 
-def _constraint_exists(cur, target: Target, table_pg: str, name: str) -> bool:
-    cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s",
-                (target.qualified(table_pg), name))
-    return cur.fetchone() is not None
-
-
 def _unique_sets(t: Table) -> list[set[str]]:
     sets = [{c.name for c in t.pk}] if t.pk else []
     sets += [set(i.columns) for i in t.indexes if i.unique and not i.skipped]
@@ -494,55 +489,74 @@ def _unique_sets(t: Table) -> list[set[str]]:
 
 
 def post_data(schema: Schema, target: Target, *, orphans: str = "fail", workers: int = 1) -> tuple[list[str], list[str]]:
-    """Keys, indexes, foreign keys, sequences. Returns (notes, errors). Primary keys and
-    indexes of different tables are built at once (workers connections: PostgreSQL does
-    the work); foreign keys, which lock two tables each, one after another."""
+    """Keys, indexes, statistics, foreign keys, sequences. Returns (notes, errors).
+
+    Primary keys, indexes and ANALYZE of different tables run at once (workers connections:
+    PostgreSQL does the work). Foreign keys are added NOT VALID one after another (an
+    instant catalog change, but it locks both tables), then validated at once, one
+    connection per child table: VALIDATE locks only the child against another VALIDATE,
+    and the scan that proves there is no orphan is the long part."""
     notes: list[str] = []
     errors: list[str] = []
     by_name = {t.name: t for t in schema.tables}
     table_names = {t.pg_name for t in schema.tables}
+    derived = schema.app_ddl is None  # the app's DDL brings its own keys
 
     def keys(t: Table) -> tuple[list[str], list[str]]:
         t_notes: list[str] = []
         t_errors: list[str] = []
-        c = target.connect()
-        c.autocommit = True
-        try:
-            with c.cursor() as cur:
+        with _connection(target) as cur:
+            if derived:
                 try:
                     _primary_key(cur, target, t, t_notes)
                 except psycopg2.errors.UniqueViolation as e:
                     t_errors.append(f"table {t.name!r}: primary key cannot be built: {e.diag.message_detail or e}")
                 _indexes(cur, target, t, table_names, t_notes, t_errors)
-        finally:
-            c.close()
+            cur.execute(f"ANALYZE {target.qualified(t.pg_name)}")
         return t_notes, t_errors
 
+    def validate(group: list[dict]) -> list[dict]:
+        with _connection(target) as cur:
+            for fk in group:
+                _validate_foreign_key(cur, target, fk)
+        return group
+
     from concurrent.futures import ThreadPoolExecutor
-    conn = target.connect()
-    conn.autocommit = True
     try:
-        if schema.app_ddl is None:  # the app's DDL brings its own
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             biggest_first = sorted(schema.tables, key=lambda t: -t.rows)
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                built = dict(zip((t.name for t in biggest_first), pool.map(keys, biggest_first)))
+            built = dict(zip((t.name for t in biggest_first), pool.map(keys, biggest_first)))
             for t in schema.tables:  # reported in the schema's order, whatever finished first
                 notes += [n for n in built[t.name][0] if n not in notes]
                 errors += built[t.name][1]
-        with conn.cursor() as cur:
-            for t in (schema.tables if schema.app_ddl is None else []):
-                for i, fk in enumerate(t.foreign_keys):
-                    _foreign_key(cur, target, t, i, fk, by_name, orphans, notes, errors)
-            for t in schema.tables:
-                _sequence(cur, target, t)
-                cur.execute(f"ANALYZE {target.qualified(t.pg_name)}")
+            with _connection(target) as cur:
+                added = [a for t in (schema.tables if derived else []) for i, fk in enumerate(t.foreign_keys)
+                         if (a := _add_foreign_key(cur, target, t, i, fk, by_name, notes, errors))]
+                by_child: dict[str, list[dict]] = {}
+                for fk in added:
+                    by_child.setdefault(fk["child"].name, []).append(fk)
+                list(pool.map(validate, sorted(by_child.values(), key=lambda g: -g[0]["child"].rows)))
+                for fk in added:  # in the schema's order
+                    _foreign_key_outcome(cur, target, fk, orphans, notes, errors)
+                for t in schema.tables:
+                    _sequence(cur, target, t)
     except psycopg2.Error as e:
         raise classify(e, "post-data") from None
-    finally:
-        conn.close()
     for n in notes:
         log.warning("post-data: " + n)
     return notes, errors
+
+
+@contextlib.contextmanager
+def _connection(target: Target):
+    """A cursor on a connection of its own, in autocommit (a failed statement leaves it usable)."""
+    conn = target.connect()
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
 
 
 def _primary_key(cur, target: Target, t: Table, notes: list[str]) -> None:
@@ -589,54 +603,79 @@ def _indexes(cur, target: Target, t: Table, table_names: set[str], notes: list[s
             errors.append(f"table {t.name!r}: unique index {idx.name!r} cannot be built: {e.diag.message_detail or e}")
 
 
-def _foreign_key(cur, target: Target, t: Table, i: int, fk: ForeignKey, by_name: dict,
-                 orphans: str, notes: list[str], errors: list[str]) -> None:
+def _add_foreign_key(cur, target: Target, t: Table, i: int, fk: ForeignKey, by_name: dict,
+                     notes: list[str], errors: list[str]) -> dict | None:
+    """Add the key NOT VALID (or find it added by an earlier run); what validating it needs,
+    or None: nothing to validate (not created, or there and valid already)."""
     where = f"table {t.name!r}: foreign key ({', '.join(fk.columns)}) -> {fk.ref_table!r}"
     if fk.ref_table not in by_name:
         notes.append(f"{where} not created: the referenced table is not migrated")
-        return
+        return None
     resolved = fk_pairs(t, fk, by_name)
     if resolved is None:
         notes.append(f"{where} not created: its columns do not match the referenced table's key")
-        return
+        return None
     parent, pairs = resolved
     ref_cols = [b.name for _, b in pairs]
     if set(ref_cols) not in _unique_sets(parent) or any(c.census.null for c in parent.pk):
         notes.append(f"{where} not created: ({', '.join(ref_cols)}) is not unique in {fk.ref_table!r} "
                      "(SQLite reports 'foreign key mismatch' for it too)")
-        return
+        return None
     mismatch = [(a.name, a.pg_type, b.pg_type) for a, b in pairs if a.pg_type != b.pg_type]
     if mismatch:
         notes.append(f"{where} not created: column types differ after migration {mismatch}")
-        return
+        return None
     name = fk_name(t, i)
-    if _constraint_exists(cur, target, t.pg_name, name):
-        return
-    child_q, parent_q = target.qualified(t.pg_name), target.qualified(parent.pg_name)
-    cols = ", ".join(q(a.pg_name) for a, _ in pairs)
-    refs = ", ".join(q(b.pg_name) for _, b in pairs)
-    add = (f"ALTER TABLE {child_q} ADD CONSTRAINT {q(name)} FOREIGN KEY ({cols}) REFERENCES {parent_q} ({refs}) "
-           f"ON UPDATE {fk.on_update} ON DELETE {fk.on_delete}")
-    # validating the key is the scan that finds orphans: look for them only when it fails
-    # (post-data runs in autocommit: a failed statement leaves the connection usable)
+    cur.execute("SELECT convalidated FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s",
+                (target.qualified(t.pg_name), name))
+    found = cur.fetchone()
+    if found and found[0]:
+        return None
+    if found is None:
+        cols = ", ".join(q(a.pg_name) for a, _ in pairs)
+        refs = ", ".join(q(b.pg_name) for _, b in pairs)
+        try:
+            cur.execute(f"ALTER TABLE {target.qualified(t.pg_name)} ADD CONSTRAINT {q(name)} FOREIGN KEY ({cols}) "
+                        f"REFERENCES {target.qualified(parent.pg_name)} ({refs}) "
+                        f"ON UPDATE {fk.on_update} ON DELETE {fk.on_delete} NOT VALID")
+        except psycopg2.Error as e:
+            if isinstance(e, TRANSIENT_ERRORS) or "closed" in str(e):
+                raise
+            errors.append(f"{where}: {str(e).strip().splitlines()[0]}")
+            return None
+    # a key left NOT VALID by a crash (or by --orphans not-valid) is validated again
+    return {"child": t, "parent": parent, "pairs": pairs, "name": name, "where": where, "failed": None}
+
+
+def _validate_foreign_key(cur, target: Target, fk: dict) -> None:
+    """The scan proving every child row has its parent; fk["failed"]: None, "orphans" or why."""
     try:
-        cur.execute(add)
-        return
+        cur.execute(f"ALTER TABLE {target.qualified(fk['child'].pg_name)} VALIDATE CONSTRAINT {q(fk['name'])}")
     except psycopg2.errors.ForeignKeyViolation:
-        pass
+        fk["failed"] = "orphans"
     except psycopg2.Error as e:
         if isinstance(e, TRANSIENT_ERRORS) or "closed" in str(e):
             raise
-        errors.append(f"{where}: {str(e).strip().splitlines()[0]}")
+        fk["failed"] = str(e).strip().splitlines()[0]
+
+
+def _foreign_key_outcome(cur, target: Target, fk: dict, orphans: str, notes: list[str], errors: list[str]) -> None:
+    """Report a key that did not validate; it stays NOT VALID only with --orphans not-valid."""
+    if fk["failed"] is None:
         return
-    n, key_cols, bad = find_orphans(cur, target, t, parent, pairs)
-    sample = "; ".join(", ".join(f"{k}={v!r}" for k, v in zip(key_cols, r)) for r in bad)
-    msg = f"{where}: {n} orphan row(s) whose parent does not exist, e.g. {sample}"
-    if orphans != "not-valid":
+    t, where = fk["child"], fk["where"]
+    if fk["failed"] == "orphans":
+        # validating the key is the scan that finds orphans: look for them only when it fails
+        n, key_cols, bad = find_orphans(cur, target, t, fk["parent"], fk["pairs"])
+        sample = "; ".join(", ".join(f"{k}={v!r}" for k, v in zip(key_cols, r)) for r in bad)
+        msg = f"{where}: {n} orphan row(s) whose parent does not exist, e.g. {sample}"
+        if orphans == "not-valid":
+            notes.append(msg + "; key added NOT VALID")
+            return
         errors.append(msg + " (use --orphans not-valid to add the key NOT VALID and keep the rows)")
-        return
-    notes.append(msg + "; key added NOT VALID")
-    cur.execute(add + " NOT VALID")
+    else:
+        errors.append(f"{where}: {fk['failed']}")
+    cur.execute(f"ALTER TABLE {target.qualified(t.pg_name)} DROP CONSTRAINT IF EXISTS {q(fk['name'])}")
 
 
 def _sequence(cur, target: Target, t: Table) -> None:
