@@ -16,8 +16,12 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from decimal import Decimal, InvalidOperation
-from hashlib import md5
 from typing import Callable
+
+try:  # CPython's own md5: for rows of ~100 bytes 0.22 us against OpenSSL's 0.32 (its per-object setup)
+    from _md5 import md5
+except ImportError:  # a Python built without it
+    from hashlib import md5
 
 from .errors import ConversionError
 
