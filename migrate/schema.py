@@ -88,7 +88,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     # filled by the backup pass
     checksum: str = ""  # expected target content: sum of md5(COPY line), see types.row_hash_sql
-    raw_checksum: str = ""  # the backup file itself: sum of md5(JSON line)
+    file_sha256: str = ""  # the backup file itself, as stored (compressed or not)
     conversion_errors: int = 0
     error_samples: list[dict] = field(default_factory=list)
     checksum_types: str = ""  # the target types the checksum was computed for

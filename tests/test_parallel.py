@@ -92,6 +92,36 @@ def test_kill_while_parts_load_is_not_recorded_and_workers_die(parts_db, tmp_pat
     assert compare(parts_db, pgdb, server.password) == []
 
 
+def test_a_corrupt_backup_file_loaded_in_parts_is_never_recorded(parts_db, tmp_path, pgdb, env, server):
+    """Each part is committed on its own: the file's SHA-256, checked once every part is in,
+    keeps the table from being taken as loaded (exit 10); a sound backup loads it next time."""
+    backup = tmp_path / "b"
+    assert run_cli(["backup", "--source", parts_db, "--backup-dir", str(backup)], env).returncode == 0
+    f = backup / "tables" / "0003-trainingjob.jsonl"
+    good = f.read_bytes()
+    middle = good.index(b'"running"', len(good) // 2)
+    f.write_bytes(good[:middle] + b'"runnin9"' + good[middle + 9:])  # still valid JSON, same length
+    args = ["restore", "--backup-dir", str(backup), "--target", pgdb, "--workers", "2", "--log-format", "json"]
+    r = run_cli(args, env)
+    assert r.returncode == 10, r.stderr[-3000:]
+    assert "does not match its manifest" in r.stderr and "0003-trainingjob.jsonl" in r.stderr
+    assert dict(sql(server, pgdb, "SELECT table_name, status FROM _migrate.tables"))["trainingjob"] == "loading"
+    f.write_bytes(good)
+    r = run_cli(args, env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert compare(parts_db, pgdb, server.password) == []
+
+
+def test_a_backup_of_an_earlier_format_is_refused_with_what_to_do(parts_db, tmp_path, pgdb, env):
+    backup = tmp_path / "b"
+    assert run_cli(["backup", "--source", parts_db, "--backup-dir", str(backup)], env).returncode == 0
+    manifest = json.loads((backup / "manifest.json").read_text())
+    (backup / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    r = run_cli(["restore", "--backup-dir", str(backup), "--target", pgdb], env)
+    assert r.returncode == 10
+    assert "manifest format 1, this version reads 2" in r.stderr and "write the backup again" in r.stderr
+
+
 def test_workers_must_be_positive(cli, tmp_path):
     r = cli("run", "--source", str(tmp_path / "x.db"), "--target", "postgresql://u@127.0.0.1:1/db",
             "--backup-dir", str(tmp_path / "b"), "--workers", "0")

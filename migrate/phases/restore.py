@@ -28,10 +28,10 @@ from ..errors import BackupError, DataError, MigrateError, TargetUnavailable
 from ..postgres_target import TRANSIENT_ERRORS, Target, classify
 from ..progress import current
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
-from ..types import bytes_hash_sum, fold
+from ..types import fold
 from ..workers import JOB
 from .. import workers as workers_module
-from .backup import open_table_file
+from .backup import open_table_file, sha256_file
 from .seed_admin import seeded_keys
 from .verify import fingerprint, fk_pairs
 from .verify import orphans as find_orphans
@@ -61,7 +61,7 @@ class _CopyStream:
         self.rejects_path = rejects_path
         self.rejects = None
         self.rows = self.loaded = self.rejected = 0
-        self.raw = self.content = 0
+        self.content = 0
         self.error: Exception | None = None
 
     def read(self, _size=-1) -> bytes:
@@ -89,7 +89,6 @@ class _CopyStream:
             raise BackupError(f"backup file {self.t.file!r} of table {self.t.name!r} is unreadable: {e}") from None
         if not lines:
             return b""
-        self.raw += bytes_hash_sum(lines)
         try:
             batch = [self.decode(x) for x in lines]
         except (orjson.JSONDecodeError, ValueError, IndexError) as e:
@@ -140,7 +139,6 @@ class _SpillStream:
         self.pos, self.end = part or (0, os.path.getsize(t.spill))
         self.f.seek(self.pos)
         self.rows = self.loaded = self.rejected = 0
-        self.raw = None  # not the JSON: its checksum is not computed again
         self.error = None
         self.conv = RowConverter(t)
         self.checksum = t.checksum
@@ -163,12 +161,35 @@ def spilled(t: Table, fills: dict | None) -> bool:
     return bool(getattr(t, "spill", None)) and not fills and t.converted_by_backup() and os.path.exists(t.spill)
 
 
-def _check_backup(t: Table, rows: int, raw: int | None) -> None:
-    """What was read of a table's backup file must be what its manifest recorded (a spill
-    file: its row count)."""
-    if rows != t.rows or (raw is not None and fold(raw) != t.raw_checksum):
+def _file_digest(t: Table, path: str | None):
+    """The SHA-256 of a table's backup file, computed in a thread while the load runs
+    (hashlib and file reads release the GIL); returns a function giving the hex digest,
+    or None for a spill file (this run's own, checked by its row count)."""
+    if path is None:
+        return lambda: None
+    import threading
+    result: dict = {}
+
+    def work():
+        try:
+            result["hex"] = sha256_file(path)
+        except OSError as e:
+            result["hex"] = f"unreadable ({e.strerror})"
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+
+    def get() -> str:
+        th.join()
+        return result["hex"]
+    return get
+
+
+def _check_backup(t: Table, rows: int, digest: str | None) -> None:
+    """What was read of a table's backup file must be what its manifest recorded: its row
+    count and the file's SHA-256 (a spill file: its row count)."""
+    if rows != t.rows or (digest is not None and digest != t.file_sha256):
         raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
-                          f"({rows} rows read, {t.rows} recorded; checksum {fold(raw)} vs {t.raw_checksum}): "
+                          f"({rows} rows read, {t.rows} recorded; SHA-256 {digest} vs {t.file_sha256}): "
                           "the backup is corrupt")
 
 
@@ -179,7 +200,7 @@ def fk_name(t: Table, i: int) -> str:
 def source_signature(t: Table, fills: dict | None) -> str:
     """What a table was loaded from: the backup's content and the fill rules applied."""
     rules = ",".join(f"{k}={v!r}" for k, v in sorted((fills or {}).items()))
-    return f"{t.raw_checksum}:{t.checksum}:{rules}:{t.types_signature()}"
+    return f"{t.file_sha256}:{t.checksum}:{rules}:{t.types_signature()}"
 
 
 def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, fills: dict | None = None,
@@ -197,6 +218,7 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
         _CopyStream(t, path, on_error, rejects_path, fills, part)
     cols = ", ".join(q(c.pg_name) for c in t.columns)
     start = time.monotonic()
+    digest = _file_digest(t, None if part is not None or isinstance(stream, _SpillStream) else path)
     try:
         with conn.cursor() as cur:
             # the application's schema keeps its foreign keys during the load: its children are
@@ -206,9 +228,9 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
             cur.copy_expert(f"COPY {target.qualified(t.pg_name)} ({cols}) FROM STDIN", stream, size=1 << 16)
             if part is not None:
                 conn.commit()
-                return {"rows": stream.rows, "loaded": stream.loaded, "raw": stream.raw,
+                return {"rows": stream.rows, "loaded": stream.loaded,
                         "seconds": round(time.monotonic() - start, 3)}
-            _check_backup(t, stream.rows, stream.raw)
+            _check_backup(t, stream.rows, digest())
             target.set_state(cur, t.pg_name, status="loaded", rows=stream.loaded, checksum=stream.checksum,
                              source=source_signature(t, fills))
         conn.commit()
@@ -356,16 +378,16 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
             done_parts.append(outcome)
             if len(done_parts) < expected:
                 return
-            outcome = target.retrying(f"recording table {t.name!r}", _record_parts, target, t, done_parts)
+            outcome = target.retrying(f"recording table {t.name!r}", _record_parts, target, t, done_parts, backup_dir)
         results[t.name] = outcome
         if after_table and not failed:
             target.retrying(f"after table {t.name!r}", _after, target, None, t, after_table).close()
     workers_module.run(workers, _worker_load, [(t.name, part) for t, part in work], done, init=_inherit_target)
 
 
-def _record_parts(target: Target, t: Table, parts: list[dict]) -> dict:
+def _record_parts(target: Target, t: Table, parts: list[dict], backup_dir: str) -> dict:
     rows = sum(p["rows"] for p in parts)
-    _check_backup(t, rows, None if parts[0]["raw"] is None else sum(p["raw"] for p in parts))
+    _check_backup(t, rows, None if spilled(t, None) else sha256_file(os.path.join(backup_dir, t.file)))
     conn = target.connect()
     try:
         with conn.cursor() as cur:
