@@ -49,7 +49,8 @@ class RowConverter:
             if c.max_length:
                 self.convs[i] = _bounded(self.convs[i], c.max_length)
         self.notnull = [i for i, c in enumerate(table.columns) if c.app_notnull]
-        if self.fills or self.notnull:
+        self.checked = bool(self.fills or self.notnull)
+        if self.checked:
             self.line = self._line_checked
         self.pk_idx = [table.columns.index(c) for c in table.pk]
         self.double_idx = [i for i, c in enumerate(table.columns) if c.pg_type == "double precision"]
@@ -115,8 +116,39 @@ class RowConverter:
             return {self.table.columns[i].name: _plain(row[i]) for i in self.pk_idx}
         return {"row_number": ordinal}
 
-    def lines(self, batch, start: int, errors: list):
+    def lines(self, batch, start: int, errors: list) -> list[str]:
         """Convert a batch; failing rows are appended to errors as (RowError, index in batch)."""
+        cols = self._columns(batch)
+        return self._rows(batch, start, errors) if cols is None else list(map("\t".join, zip(*cols)))
+
+    def converted(self, batch, start: int, errors: list) -> tuple[list[str], int]:
+        """lines() of a batch and their hash_lines(), from the same converted columns."""
+        cols = self._columns(batch)
+        if cols is None:
+            lines = self._rows(batch, start, errors)
+            return lines, self.hash_lines(lines)
+        lines = list(map("\t".join, zip(*cols)))
+        if not self.double_idx:
+            return lines, line_hash_sum(lines)
+        for i in self.double_idx:
+            cols[i] = [NULL if f == NULL else float_field_bits(f) for f in cols[i]]
+        return lines, line_hash_sum(list(map("\t".join, zip(*cols))))
+
+    def _columns(self, batch) -> list[list[str]] | None:
+        """The batch converted a column at a time (a C-level loop per column where nothing is
+        NULL), or None: a value does not convert, or the rows need the checked path; the
+        caller then converts row by row, which names the failing rows."""
+        if self.checked or not batch:
+            return None
+        out = []
+        try:
+            for f, col in zip(self.convs, zip(*batch)):
+                out.append([NULL if v is None else f(v) for v in col] if None in col else list(map(f, col)))
+        except ConversionError:
+            return None
+        return out
+
+    def _rows(self, batch, start: int, errors: list) -> list[str]:
         out = []
         line = self.line
         for n, row in enumerate(batch):

@@ -2,7 +2,7 @@
 import datetime as dt
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from migrate.errors import ConversionError
@@ -186,3 +186,57 @@ def test_timestamp_fast_paths_agree_with_the_full_parser(v):
             CONVERTERS["timestamp"](v)
         return
     assert CONVERTERS["timestamp"](v) == expected
+
+
+# per kind of column: values of its own kind (the census fast paths apply), and others,
+# some of which do not convert
+_CLEAN = {
+    "bigint": st.integers(-2**63, 2**63 - 1),
+    "text": st.text(max_size=6).filter(lambda v: "\x00" not in v),
+    "double precision": st.floats(),
+    "boolean": st.sampled_from([0, 1]),
+    "jsonb": st.sampled_from(['{"b": 1, "a": [2]}', '{"a":1}', "[1, 2.50]"]),
+    "timestamp": st.sampled_from(["2024-01-02 03:04:05", "2024-01-02T03:04:05Z"]),
+}
+_ODD = {
+    "bigint": st.sampled_from(["12", "x", 1.5]),
+    "text": st.sampled_from(["a\tb", "\\", "\x00", 7, 2.5]),
+    "double precision": st.sampled_from([2**60 + 1, 3, "1.5", "y"]),
+    "boolean": st.sampled_from(["t", "no", 2, "maybe"]),
+    "jsonb": st.sampled_from(["{bad", "nul\x00", 4]),
+    "timestamp": st.sampled_from([1700000000, "2024-02-30 00:00:00", 5]),
+}
+
+
+@st.composite
+def _batches(draw):
+    odd = [draw(st.booleans()) for _ in _CLEAN]
+    kinds = [st.one_of(st.none(), _CLEAN[k], *([_ODD[k]] if o else [])) for k, o in zip(_CLEAN, odd)]
+    return draw(st.lists(st.tuples(*kinds), max_size=12))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_batches(), st.booleans())
+@example([(None, "a", 1.5, 1, '{"a":1}', "2024-01-02 03:04:05"), (5, "b", None, 0, "[1]", "2024-01-02 03:04:05")],
+         True)  # NULLs only where the fast converter would not refuse them (str, repr)
+def test_batches_convert_a_column_at_a_time_as_row_by_row(rows, fast):
+    """The column-at-a-time conversion gives the very lines, hash and errors of the row-by-row
+    one, with the census fast paths (fast) or the checked converters."""
+    from migrate.convert import RowConverter
+    from migrate.schema import Table
+    from migrate.types import line_hash_sum
+    cols = [Column(name=f"c{i}", declared="", notnull=False, default=None, pk=0) for i in range(len(_CLEAN))]
+    for i, (c, pg) in enumerate(zip(cols, _CLEAN)):
+        c.pg_type = pg
+        values = [r[i] for r in rows]
+        # the census the values have (fast paths where they allow), or one that allows none
+        c.census = Census(integer=sum(type(v) is int for v in values), real=sum(type(v) is float for v in values),
+                          text=sum(type(v) is str for v in values)) if fast else Census(integer=1, real=1, text=1)
+    conv = RowConverter(Table(name="t", columns=cols))
+    errors: list = []
+    lines, h = conv.converted(rows, 10, errors)
+    expected_errors: list = []
+    expected = conv._rows(rows, 10, expected_errors)
+    assert lines == expected and conv.lines(rows, 10, []) == expected
+    assert h == line_hash_sum([conv._double_bits(x) for x in expected]) == sum(map(conv.hash, expected))
+    assert [(e.to_dict(), n) for e, n in errors] == [(e.to_dict(), n) for e, n in expected_errors]

@@ -127,8 +127,8 @@ def _write(src: SourceDB, t: Table, path: str, limit: int | None, marking: bool,
                 out.append(b"")
                 f.write(b"\n".join(out))
                 n_err = len(errors)
-                lines = conv.lines(batch, rows, errors)
-                content += conv.hash_lines(lines)
+                lines, h = conv.converted(batch, rows, errors)
+                content += h
                 if spill:
                     lines.append("")
                     spilled.write("\n".join(lines).encode("utf-8"))

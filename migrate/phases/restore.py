@@ -94,7 +94,11 @@ class _CopyStream:
         except (orjson.JSONDecodeError, ValueError, IndexError) as e:
             raise BackupError(f"backup file for table {self.t.name!r} is corrupt near row {self.rows + 1}: {e}") from None
         errors: list = []
-        out = self.conv.lines(batch, self.rows, errors)
+        if self.trusted:
+            out = self.conv.lines(batch, self.rows, errors)
+        else:
+            out, h = self.conv.converted(batch, self.rows, errors)
+            self.content += h
         self.rows += len(batch)
         if errors:
             if self.on_error != "reject":
@@ -103,8 +107,6 @@ class _CopyStream:
                                                "--on-error reject to load the other rows and list the bad ones")
             self._reject(errors, lines)
         self.loaded += len(out)
-        if not self.trusted:
-            self.content += self.conv.hash_lines(out)
         current().advance(len(batch))
         out.append("")
         return "\n".join(out).encode("utf-8")

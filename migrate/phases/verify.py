@@ -42,7 +42,7 @@ def expected_from_source(src: SourceDB, t: Table, limit: int | None = None) -> N
             rows = total = 0
             errors: list = []
             for batch in src.rows(t, limit=limit, marking=marking):
-                total += conv.hash_lines(conv.lines(batch, rows, errors))
+                total += conv.converted(batch, rows, errors)[1]
                 rows += len(batch)
             t.rows, t.checksum, t.conversion_errors = rows, fold(total), len(errors)
             return
