@@ -192,7 +192,7 @@ def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int 
     spill = spill and not compress
     prepare_dir(backup_dir)
     t0 = time.monotonic()
-    source_hash = _hash_in_background(source)
+    source_hash = sha256_meanwhile(source)  # for the manifest
     progress = current()
     progress.start_phase("backup", sum(min(t.rows, limit) if limit is not None else t.rows for t in schema.tables))
     for i, t in enumerate(schema.tables, 1):
@@ -211,7 +211,11 @@ def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int 
         _backed_up(t, time.monotonic() - start)
     structlog.contextvars.unbind_contextvars("table")
     progress.end_phase()
-    write_manifest(backup_dir, source, schema, limit, source_hash())
+    try:
+        source_sha256 = source_hash()
+    except OSError as e:
+        raise _fail(e, source) from None
+    write_manifest(backup_dir, source, schema, limit, source_sha256)
     log.info("backup complete", backup_dir=backup_dir, tables=len(schema.tables),
              seconds=round(time.monotonic() - t0, 3))
     return schema
@@ -287,9 +291,10 @@ def _join(parts: list[str], path: str, durable: bool = True) -> None:
         raise _fail(e, path) from None
 
 
-def _hash_in_background(path: str):
-    """sha256 of the source for the manifest, computed in a thread while the backup runs
-    (hashlib releases the GIL); returns a function giving the hex digest."""
+def sha256_meanwhile(path: str):
+    """sha256_file(path) computed in a thread (file reads and hashlib release the GIL) while
+    the caller goes on; returns a function that waits for the hex digest (or raises the
+    OSError met)."""
     import threading
     result: dict = {}
 
@@ -304,7 +309,7 @@ def _hash_in_background(path: str):
     def get() -> str:
         th.join()
         if "error" in result:
-            raise _fail(result["error"], path)
+            raise result["error"]
         return result["hex"]
     return get
 

@@ -31,7 +31,7 @@ from ..schema import ForeignKey, Schema, Table, pg_ident, q
 from ..types import fold
 from ..workers import JOB
 from .. import workers as workers_module
-from .backup import open_table_file, sha256_file
+from .backup import open_table_file, sha256_file, sha256_meanwhile
 from .seed_admin import seeded_keys
 from .verify import fingerprint, fk_pairs
 from .verify import orphans as find_orphans
@@ -163,32 +163,14 @@ def spilled(t: Table, fills: dict | None) -> bool:
     return bool(getattr(t, "spill", None)) and not fills and t.converted_by_backup() and os.path.exists(t.spill)
 
 
-def _file_digest(t: Table, path: str | None):
-    """The SHA-256 of a table's backup file, computed in a thread while the load runs
-    (hashlib and file reads release the GIL); returns a function giving the hex digest,
-    or None for a spill file (this run's own, checked by its row count)."""
-    if path is None:
-        return lambda: None
-    import threading
-    result: dict = {}
-
-    def work():
-        try:
-            result["hex"] = sha256_file(path)
-        except OSError as e:
-            result["hex"] = f"unreadable ({e.strerror})"
-    th = threading.Thread(target=work, daemon=True)
-    th.start()
-
-    def get() -> str:
-        th.join()
-        return result["hex"]
-    return get
-
-
-def _check_backup(t: Table, rows: int, digest: str | None) -> None:
+def _check_backup(t: Table, rows: int, sha256=None) -> None:
     """What was read of a table's backup file must be what its manifest recorded: its row
-    count and the file's SHA-256 (a spill file: its row count)."""
+    count and (sha256: a function giving the file's digest, see sha256_meanwhile) its
+    SHA-256. A spill file, this run's own, is checked by its row count."""
+    try:
+        digest = sha256() if sha256 else None
+    except OSError as e:
+        raise BackupError(f"backup file {t.file!r} of table {t.name!r} is unreadable: {e.strerror}") from None
     if rows != t.rows or (digest is not None and digest != t.file_sha256):
         raise BackupError(f"backup file {t.file!r} of table {t.name!r} does not match its manifest "
                           f"({rows} rows read, {t.rows} recorded; SHA-256 {digest} vs {t.file_sha256}): "
@@ -220,7 +202,8 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
         _CopyStream(t, path, on_error, rejects_path, fills, part)
     cols = ", ".join(q(c.pg_name) for c in t.columns)
     start = time.monotonic()
-    digest = _file_digest(t, None if part is not None or isinstance(stream, _SpillStream) else path)
+    # the file's SHA-256, read in a thread while the load runs (not for a part: see _record_parts)
+    sha256 = None if part is not None or isinstance(stream, _SpillStream) else sha256_meanwhile(path)
     try:
         with conn.cursor() as cur:
             # the application's schema keeps its foreign keys during the load: its children are
@@ -232,7 +215,7 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
                 conn.commit()
                 return {"rows": stream.rows, "loaded": stream.loaded,
                         "seconds": round(time.monotonic() - start, 3)}
-            _check_backup(t, stream.rows, digest())
+            _check_backup(t, stream.rows, sha256)
             target.set_state(cur, t.pg_name, status="loaded", rows=stream.loaded, checksum=stream.checksum,
                              source=source_signature(t, fills))
         conn.commit()
@@ -389,7 +372,8 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
 
 def _record_parts(target: Target, t: Table, parts: list[dict], backup_dir: str) -> dict:
     rows = sum(p["rows"] for p in parts)
-    _check_backup(t, rows, None if spilled(t, None) else sha256_file(os.path.join(backup_dir, t.file)))
+    path = os.path.join(backup_dir, t.file)
+    _check_backup(t, rows, None if spilled(t, None) else lambda: sha256_file(path))
     conn = target.connect()
     try:
         with conn.cursor() as cur:
