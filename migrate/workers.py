@@ -42,6 +42,7 @@ def run(n: int, fn, items: list[tuple], on_done, init=None) -> bool:
     pool = ProcessPoolExecutor(max_workers=min(n, len(items) or 1), mp_context=mp, initializer=_init,
                                initargs=(init,))
     failure: MigrateError | None = None
+    killed = False
     try:
         # with fork, the first submit starts every worker: the relay thread starts after that,
         # as a forked worker inherits no running thread of ours
@@ -56,12 +57,15 @@ def run(n: int, fn, items: list[tuple], on_done, init=None) -> bool:
                 continue
             on_done(futures[done], outcome, failure is not None)
     except BaseException:
+        killed = True
         for p in list(getattr(pool, "_processes", {}).values()):  # interrupted: their transactions roll back
             p.kill()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        if relay.is_alive():
+        # a worker killed in the middle of a put() leaves the queue's lock taken for good: after
+        # a kill, the relay (a daemon thread) is left waiting instead of being told to stop
+        if relay.is_alive() and not killed:
             queue.put(None)
             relay.join()
         JOB.clear()

@@ -70,17 +70,23 @@ def _ours(marker: str) -> list[int]:
     return pids
 
 
+def _signal_when_parts_load(args: list[str], env: dict, sig: int) -> subprocess.Popen:
+    """Start the job; send it sig as soon as the big table's parts are handed out."""
+    p = subprocess.Popen([sys.executable, "-m", "migrate", *args], env=env, cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+        if '"loading table"' in line and '"parts"' in line:
+            p.send_signal(sig)
+            break
+    return p
+
+
 def test_kill_while_parts_load_is_not_recorded_and_workers_die(parts_db, tmp_path, pgdb, env, server):
     backup = str(tmp_path / "killed-backup")
     args = ["run", "--source", parts_db, "--target", pgdb, "--backup-dir", backup, "--workers", "2",
             "--log-format", "json"]
-    p = subprocess.Popen([sys.executable, "-m", "migrate", *args], env=env, cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for line in p.stderr:  # kill the job as soon as the big table's parts are handed out
-        if '"loading table"' in line and '"parts"' in line:
-            p.send_signal(signal.SIGKILL)
-            break
-    p.wait()
+    p = _signal_when_parts_load(args, env, signal.SIGKILL)
+    p.communicate()
     deadline = time.time() + 10
     while _ours(backup) and time.time() < deadline:
         time.sleep(0.1)
@@ -90,6 +96,52 @@ def test_kill_while_parts_load_is_not_recorded_and_workers_die(parts_db, tmp_pat
     r = run_cli(args, env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert compare(parts_db, pgdb, server.password) == []
+
+
+def test_sigterm_while_parts_load_exits_130_at_once_and_the_rerun_converges(parts_db, tmp_path, pgdb, env, server):
+    """What a pod gets when it is stopped: the workers are stopped, the job exits 130."""
+    backup = str(tmp_path / "b")
+    args = ["run", "--source", parts_db, "--target", pgdb, "--backup-dir", backup, "--workers", "2",
+            "--log-format", "json"]
+    p = _signal_when_parts_load(args, env, signal.SIGTERM)
+    rest = p.communicate(timeout=30)[1]
+    assert p.returncode == 130, rest[-3000:]
+    assert "interrupted" in rest and _ours(backup) == []
+    r = run_cli(args, env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert compare(parts_db, pgdb, server.password) == []
+
+
+FLOOD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from migrate import workers
+from migrate.progress import current
+
+def work(k):
+    end = time.monotonic() + (0 if k == 0 else 60)
+    while time.monotonic() < end:
+        current().advance(1)  # the worker reports progress without pause
+    return k
+
+def done(item, outcome, failed):
+    raise RuntimeError("the parent fails while a worker runs")
+
+try:
+    workers.run(2, work, [(0,), (1,)], done)
+except RuntimeError:
+    print("raised")
+"""
+
+
+def test_a_failing_parent_stops_its_workers_without_waiting_on_their_progress_queue():
+    """The parent fails (a file that does not match its manifest, SIGTERM) while a worker is
+    writing progress: the worker is killed, maybe holding the queue's lock. The parent used
+    to wait for that lock for ever (4 runs in 5 here); now it raises at once."""
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", FLOOD.format(root=ROOT)], capture_output=True, text=True,
+                           timeout=45)
+        assert r.stdout.strip() == "raised", r.stderr[-2000:]
 
 
 def test_a_corrupt_backup_file_loaded_in_parts_is_never_recorded(parts_db, tmp_path, pgdb, env, server):
