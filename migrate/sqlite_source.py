@@ -219,7 +219,8 @@ class SourceDB:
         where = f"table {name!r}"
         cols = []
         notes = []
-        for cid, cname, ctype, notnull, dflt, pk, hidden in self.query(f"PRAGMA main.table_xinfo({q(name)})", where=where):
+        xinfo = self.query(f"PRAGMA main.table_xinfo({q(name)})", where=where)
+        for cid, cname, ctype, notnull, dflt, pk, hidden in xinfo:
             if hidden in (2, 3):
                 notes.append(f"generated column {cname!r} ({'stored' if hidden == 3 else 'virtual'}) not copied: "
                              "SQLite computes it; recreate it as a PostgreSQL generated column if the app needs it")
@@ -231,7 +232,7 @@ class SourceDB:
             notes.append("CHECK constraint(s) not translated: SQLite expressions are not PostgreSQL's")
         t = Table(name=name, columns=cols, without_rowid=without_rowid, sql=sql,
                   autoincrement_seq=seq, notes=notes)
-        taken = {r[1].lower() for r in self.query(f"PRAGMA main.table_xinfo({q(name)})", where=where)}
+        taken = {r[1].lower() for r in xinfo}  # hidden and generated columns shadow the rowid too
         t.rowid = None if without_rowid else next((n for n in ROWID_NAMES if n not in taken), None)
         for _, iname, unique, origin, partial in self.query(f"PRAGMA main.index_list({q(name)})", where=where):
             keys = [r for r in self.query(f"PRAGMA main.index_xinfo({q(iname)})", where=where) if r[5]]

@@ -124,6 +124,10 @@ class _CopyStream:
     def checksum(self) -> str:
         return self.t.checksum if self.trusted else fold(self.content)
 
+    @property
+    def filled(self) -> int:
+        return self.conv.filled
+
     def close(self) -> None:
         self.f.close()
         if self.rejects:
@@ -140,9 +144,8 @@ class _SpillStream:
         self.f = open(t.spill, "rb")
         self.pos, self.end = part or (0, os.path.getsize(t.spill))
         self.f.seek(self.pos)
-        self.rows = self.loaded = self.rejected = 0
+        self.rows = self.loaded = self.rejected = self.filled = 0
         self.error = None
-        self.conv = RowConverter(t)
         self.checksum = t.checksum
 
     def read(self, _size=-1) -> bytes:
@@ -237,7 +240,7 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
     finally:
         stream.close()
     return {"rows": stream.rows, "loaded": stream.loaded, "rejected": stream.rejected,
-            "filled": stream.conv.filled, "checksum": stream.checksum,
+            "filled": stream.filled, "checksum": stream.checksum,
             "seconds": round(time.monotonic() - start, 3)}
 
 
