@@ -236,3 +236,27 @@ def test_tls_settings_pass_through_to_libpq(make_sqlite, cli, pgdb, tmp_path):
     assert "server does not support SSL" in r.stderr  # libpq saw sslmode=require (the test server has no TLS)
     r = cli("run", "--source", src, "--target", pgdb + "?sslmode=disable", "--backup-dir", str(tmp_path / "b"))
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_filtered_rerun_that_must_reload_a_parent_of_a_left_out_table_is_refused_untouched(make_sqlite, cli, pgdb,
+                                                                                              server, tmp_path):
+    def source(name, label):
+        return make_sqlite("CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);"
+                           "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id));",
+                           name=name, params=[("INSERT INTO parent VALUES (?, ?)", [(i, f"{label}{i}") for i in range(1, 6)]),
+                                              ("INSERT INTO child VALUES (?, ?)", [(i, i) for i in range(1, 6)])])
+    r = cli("run", "--source", source("a.db", "a"), "--target", pgdb, "--backup-dir", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    # the parent changed; its child's key (from the whole run) points at it and this run leaves the child out
+    r = cli("run", "--source", source("b.db", "b"), "--target", pgdb, "--backup-dir", str(tmp_path / "b"),
+            "--table", "parent")
+    assert r.returncode == 7, r.stdout + r.stderr
+    assert ("error: table 'parent' must be reloaded, but a foreign key of a table this run leaves out points at it "
+            '(Table "child" references "parent".); nothing of it was changed') in r.stderr
+    conn = pg_connect(server, pgdb)
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM parent WHERE id = 1")
+        assert cur.fetchone() == ("a1",)
+        cur.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated")
+        assert cur.fetchone() == (1,)
+    conn.close()

@@ -24,7 +24,7 @@ import structlog
 
 from ..codec import decoder
 from ..convert import RowConverter
-from ..errors import BackupError, DataError, MigrateError, TargetUnavailable
+from ..errors import BackupError, ConflictError, DataError, MigrateError, TargetUnavailable
 from ..postgres_target import TRANSIENT_ERRORS, Target, classify
 from ..progress import current
 from ..schema import ForeignKey, Schema, Table, pg_ident, q
@@ -212,7 +212,7 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
             # the application's schema keeps its foreign keys during the load: its children are
             # emptied with the parent and, their content no longer matching, reloaded after it
             if part is None:
-                cur.execute(f"TRUNCATE {target.qualified(t.pg_name)}{' CASCADE' if cascade else ''}")
+                _truncate(cur, target, t, cascade)
             cur.copy_expert(f"COPY {target.qualified(t.pg_name)} ({cols}) FROM STDIN", stream, size=1 << 16)
             if part is not None:
                 conn.commit()
@@ -242,6 +242,19 @@ def load_table(target: Target, conn, t: Table, backup_dir: str, on_error: str, f
     return {"rows": stream.rows, "loaded": stream.loaded, "rejected": stream.rejected,
             "filled": stream.filled, "checksum": stream.checksum,
             "seconds": round(time.monotonic() - start, 3)}
+
+
+def _truncate(cur, target: Target, t: Table, cascade: bool = False) -> None:
+    """Empty a table about to be loaded. Our own keys are gone by now (drop_foreign_keys);
+    one still pointing at it is a key of a table this run leaves out (--table): refused."""
+    try:
+        cur.execute(f"TRUNCATE {target.qualified(t.pg_name)}{' CASCADE' if cascade else ''}")
+    except psycopg2.errors.FeatureNotSupported as e:
+        detail = (e.diag.message_detail or "").strip()
+        cur.connection.rollback()
+        raise ConflictError(f"table {t.name!r} must be reloaded, but a foreign key of a table this run leaves "
+                            f"out points at it ({detail or str(e).strip()}); nothing of it was changed",
+                            hint="include the referencing table (--table), or run without --table") from None
 
 
 def drop_foreign_keys(schema: Schema, target: Target, conn) -> None:
@@ -347,7 +360,7 @@ def _load_parallel(tables: list[Table], backup_dir: str, target: Target, on_erro
                 current().advance(t.rows)
                 continue
             with conn.cursor() as cur:
-                cur.execute(f"TRUNCATE {target.qualified(t.pg_name)}")
+                _truncate(cur, target, t)
                 target.set_state(cur, t.pg_name, status="loading", rows=0, checksum="", source="")
             conn.commit()
             log.info("loading table", table=t.name, rows=t.rows, parts=len(parts))
