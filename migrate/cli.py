@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, source=True, target=True, backup=True, report=True)
     _write_opts(p)
     _admin_opts(p, seeding_flag=True)
+    p.add_argument("--shares", type=int, metavar="N",
+                   help="this pod migrates one of N shares of the tables; the last share to finish adds the foreign "
+                        "keys between shares (README: More than one pod) [MIGRATE_SHARES]")
+    p.add_argument("--share-index", type=int, metavar="I",
+                   help="which share, 0..N-1 [MIGRATE_SHARE_INDEX, JOB_COMPLETION_INDEX]")
+    p.add_argument("--run-id", metavar="ID",
+                   help="names one migration split into shares: the same in every share, new for the next "
+                        "[MIGRATE_RUN_ID]")
     p = cmd("backup", "write the JSON backup (one JSON Lines file per table + manifest.json)",
             "python -m migrate backup --source app.db --backup-dir ./backup")
     _common(p, source=True, backup=True)
@@ -152,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
             "python -m migrate plan --source app.db --json")
     _common(p, source=True)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--shares", type=int, metavar="N", help="show how run --shares N would split the tables "
+                                                           "[MIGRATE_SHARES]")
     _workers_opt(p)
     p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     return parser

@@ -4,6 +4,7 @@ phases in order:
     STEP 1 wait for target   STEP 2 read source (schema + census)   STEP 3 init schema
     STEP 4 backup            STEP 5 restore (load, FK order)        STEP 6 seed admin
     STEP 7 post-data (keys, indexes, foreign keys, sequences)       STEP 8 verify
+    (run --shares: STEP 9 join shares, see shares.py)
 
 The admin is seeded after the rows are loaded and before foreign keys are checked,
 so restored rows that reference it are valid when their constraint is added, and
@@ -25,6 +26,7 @@ from .postgres_target import Target
 from .report import build, summary_table, write
 from .schema import Schema, q
 from .settings import Settings
+from .shares import Share
 from .sqlite_source import SourceDB
 
 log = structlog.get_logger()
@@ -207,20 +209,29 @@ def cmd_verify(s: Settings) -> list[dict]:
 def cmd_run(s: Settings, *, with_backup: bool = True) -> dict:
     """``run`` (with_backup) or ``restore`` (from an existing backup)."""
     _require(s, "target", "backup_dir", *(("source",) if with_backup else ()))
+    share = Share.from_settings(s)
+    if share and not with_backup:
+        raise UsageError("--shares works with run only: each share backs up and loads its own tables")
+    if share:
+        s = share.settings(s)
     names = ["wait for target", "read source" if with_backup else "read backup", "init schema"]
     names += ["backup"] if with_backup else []
     names += ["restore"] + (["seed admin"] if s.seed_admin else []) + ["post-data", "verify"]
+    names += ["join shares"] if share else []
     step = Steps(names)
     started = time.monotonic()
     target = make_target(s)
-    ctx = {"schema": None, "partial": [], "load": {}, "verify": [], "notes": [], "errors": []}
+    ctx = {"schema": None, "partial": [], "load": {}, "verify": [], "notes": [], "errors": [], "share": share}
     source_label = s.source if with_backup else s.backup_dir
     try:
         step("wait for target")
         target.wait(s.wait_timeout)
-        target.lock(s.lock_timeout)
+        target.lock(s.lock_timeout, share=share and str(share.index))
         try:
             _run_phases(s, step, target, ctx, with_backup)
+            if share and _report(s, "run", ctx, started, source_label, target)["exit_code"] in (0, EXIT["PARTIAL"]):
+                step("join shares")
+                _join(s, share, target, ctx)
         finally:
             target.unlock()
     except MigrateError as e:
@@ -242,6 +253,13 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
         step("read source")
         src, schema, ctx["partial"] = open_source(s)
         ctx["schema"] = schema
+        share: Share | None = ctx["share"]
+        if share:  # every share reads the whole schema; it migrates its own tables
+            ctx["everything"] = schema
+            ctx["schema"] = schema = share.own(schema)
+            if s.seed_admin and share.of.get(s.admin_table, 0) != share.index:
+                s.values["seed_admin"] = False  # the share that loads the admin's table seeds it
+            target.retrying("begin share", share.begin, target, ctx["everything"], schema)
         with src:
             step("init schema")
             target.retrying("init schema", init_phase.run, schema, target, replace=s.replace, restart=s.restart,
@@ -276,13 +294,32 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
                                 + ", ".join(f"{c}={v}" for c, v in fills.rules.get(t.name, {}).items()))
     step("post-data")
     notes, errors = target.retrying("post-data", restore_phase.post_data, schema, target, orphans=s.orphans,
-                                   workers=s.workers)
+                                   workers=s.workers, migrated=ctx.get("everything"))
     ctx["notes"] += schema.notes + [f"table {t.name!r}: {n}" for t in schema.tables for n in t.notes] + notes
     ctx["errors"] += errors
     step("verify")
     ctx["verify"] = target.retrying("verify", verify_phase.run, schema, target, backup_dir=s.backup_dir,
                                     fills_for=fills.for_table, workers=s.workers)
     structlog.contextvars.unbind_contextvars("phase")
+
+
+def _join(s: Settings, share: Share, target: Target, ctx: dict) -> None:
+    """This share is migrated and verified: record it done; the last one joins the shares."""
+    sha256 = backup_phase.read_manifest(s.backup_dir)["source"]["sha256"]
+    rows = target.retrying("finish share", share.finish, target, ctx["schema"], sha256)
+    done = [r[0] for r in rows if r[2] == "done"]
+    ctx["shares"] = {"share": share.index, "shares": share.count, "run_id": share.run_id,
+                     "tables": [t.name for t in ctx["schema"].tables], "done": done,
+                     "last": len(done) == share.count}
+    if len(done) < share.count:
+        log.info("share done; the last share to finish adds the foreign keys between shares",
+                 done=len(done), shares=share.count)
+        return
+    notes, errors, keys = target.retrying("join shares", share.join, target, ctx["everything"], rows,
+                                          orphans=s.orphans, workers=s.workers, lock_timeout=s.lock_timeout)
+    ctx["shares"]["keys_between_shares"] = keys
+    ctx["notes"] += notes
+    ctx["errors"] += errors
 
 
 class Fills:
@@ -379,8 +416,17 @@ def _report(s: Settings, command: str, ctx: dict, started: float, source_label, 
         status, code = "ok", EXIT["OK"]
         rows = sum((t.get("target_rows") or 0) - (t.get("seeded_rows") or 0) for t in tables)
         message = f"{len(tables)} table(s), {rows:,} rows migrated and verified"
+    shares = ctx.get("shares")
+    if ctx.get("share") is not None:
+        message = f"{ctx['share'].label}: {message}"
+    if shares and shares["last"] and failure is None:
+        message += (f"; the last of {shares['shares']} shares to finish: all are done, "
+                    f"{shares.get('keys_between_shares', 0)} foreign key(s) between shares validated")
+    elif shares and failure is None:
+        message += (f"; {len(shares['done'])} of {shares['shares']} shares done, the last to finish adds "
+                    "the foreign keys between shares")
     return build(command, status=status, exit_code=code, message=message, tables=tables,
                  notes=ctx["notes"], errors=ctx["errors"],
                  skipped=[sk.__dict__ for sk in (schema.skipped if schema else [])],
                  source=source_label, target=target.display, partial=ctx["partial"],
-                 seconds=time.monotonic() - started)
+                 seconds=time.monotonic() - started, shares=ctx.get("shares"))

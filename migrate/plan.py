@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .schema import Schema
+from .shares import split
 from .sqlite_source import SourceDB
 
 ROWS_PER_SECOND_ESTIMATE = 100_000  # a conservative whole-run figure on 2 cores (see README benchmark)
@@ -33,9 +34,17 @@ def make_plan(src: SourceDB, schema: Schema, partial: list[str], s) -> dict:
             "notes": t.notes,
         })
     rows = sum(t["rows"] for t in tables)
-    return {"source": src.path, "restore_order": [t["table"] for t in tables], "tables": tables,
+    plan = {"source": src.path, "restore_order": [t["table"] for t in tables], "tables": tables,
             "skipped": [sk.__dict__ for sk in schema.skipped], "partial": partial, "total_rows": rows,
             "estimated_seconds": round(rows / ROWS_PER_SECOND_ESTIMATE + 0.5 * len(tables), 1)}
+    if s.shares > 1:  # how run --shares N would split the tables (shares.split, as every pod computes it)
+        of = split(schema.tables, s.shares)
+        plan["shares"] = [{"share": i, "tables": [t["table"] for t in tables if of[t["table"]] == i],
+                           "rows": sum(t["rows"] for t in tables if of[t["table"]] == i)} for i in range(s.shares)]
+        plan["keys_between_shares"] = [f"{t['table']} ({', '.join(fk['columns'])}) -> {fk['references']}"
+                                       for t in tables for fk in t["foreign_keys"]
+                                       if fk["references"] in of and of[fk["references"]] != of[t["table"]]]
+    return plan
 
 
 def render(plan: dict) -> str:
@@ -60,6 +69,12 @@ def render(plan: dict) -> str:
             if fk.get("orphans"):
                 out.append(f"       foreign key ({', '.join(fk['columns'])}) -> {fk['references']}: "
                            f"{fk['orphans']} orphan row(s), e.g. {fk['orphan_sample'][:3]}")
+    if plan.get("shares"):
+        out += ["", f"split into {len(plan['shares'])} shares (run --shares):"]
+        out += [f"  share {sh['share']}: {sh['rows']:,} rows: {', '.join(sh['tables']) or '(no table)'}"
+                for sh in plan["shares"]]
+        out += [f"  foreign keys between shares (added by the last share to finish): "
+                f"{'; '.join(plan['keys_between_shares']) or 'none'}"]
     if plan["skipped"]:
         out += ["", "not migrated:"] + [f"  {s['kind']} {s['name']!r}: {s['reason']}" for s in plan["skipped"]]
     if plan["partial"]:

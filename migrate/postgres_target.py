@@ -96,6 +96,7 @@ class Target:
         self._params.update(connect_timeout=connect_timeout, application_name="migrate")
         self._params["options"] = opts
         self._lock_conn = None
+        self._keys: list[tuple[str, bool]] = []
         self._lock_timeout = lock_timeout_s
         self.retry_s = retry_s
 
@@ -145,33 +146,58 @@ class Target:
             raise TargetError(f"target PostgreSQL {version}: version 12 or later is needed")
 
     # -- the run lock ------------------------------------------------------
-    def lock(self, timeout_s: float) -> None:
+    def lock(self, timeout_s: float, share: str | None = None) -> None:
         """One migration per target schema: a session advisory lock, released by
-        the server when this process's connection ends (so a killed run leaves none)."""
-        conn = self.connect()
-        conn.autocommit = True
+        the server when this process's connection ends (so a killed run leaves none).
+        One share of a migration split across pods (``run --shares``) holds the schema's
+        lock shared with the other shares, and its own share's lock: the shares run at
+        once, two pods of one share do not, and a whole run waits for every share."""
         key = f"migrate:{self.schema}"
+        self._keys = [(key, share is not None)] + ([(f"{key}:share {share}", False)] if share else [])
+        self._lock_conn = self._acquire(self._keys, timeout_s)
+
+    def also_lock(self, name: str, timeout_s: float) -> None:
+        """One more exclusive lock on the run lock's session (e.g. the join of shares)."""
+        more = [(f"migrate:{self.schema}:{name}", False)]
+        self._acquire(more, timeout_s, self._lock_conn)
+        self._keys += more
+
+    def _acquire(self, keys: list[tuple[str, bool]], timeout_s: float, conn=None):
+        """Take every (key, shared) lock on conn (a new connection by default), or none:
+        waits up to timeout_s, then LockedError."""
+        conn = conn or self.connect()
+        conn.autocommit = True
         deadline = time.monotonic() + timeout_s
         announced = False
         while True:
+            taken = []
             with conn.cursor() as cur:
-                cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, key))
-                if cur.fetchone()[0]:
-                    break
+                for key, shared in keys:
+                    cur.execute(f"SELECT pg_try_advisory_lock{'_shared' if shared else ''}(%s, hashtext(%s))",
+                                (LOCK_NAMESPACE, key))
+                    if not cur.fetchone()[0]:
+                        break
+                    taken.append((key, shared))
+                else:
+                    return conn
+                for k, sh in taken:  # all or none: never sit on half of them while waiting
+                    cur.execute(f"SELECT pg_advisory_unlock{'_shared' if sh else ''}(%s, hashtext(%s))",
+                                (LOCK_NAMESPACE, k))
                 if not announced:
                     cur.execute("SELECT pid FROM pg_locks WHERE locktype='advisory' AND classid=%s "
-                                "AND objid=hashtext(%s)::oid AND granted", (LOCK_NAMESPACE, key))
+                                "AND objid=hashtext(%s)::oid AND granted AND pid <> pg_backend_pid()",
+                                (LOCK_NAMESPACE, key))
                     holder = cur.fetchone()
-                    log.warning("another migration holds the lock; waiting", schema=self.schema,
+                    log.warning("another migration holds the lock; waiting", schema=self.schema, lock=key,
                                 holder_pid=holder[0] if holder else None, timeout_s=timeout_s)
                     announced = True
             if time.monotonic() >= deadline:
-                conn.close()
+                if conn is not self._lock_conn:
+                    conn.close()
                 raise LockedError(f"another migration into schema {self.schema!r} of {self.display} "
-                                  f"still holds the lock after {timeout_s:.0f} s",
+                                  f"still holds the lock after {timeout_s:.0f} s ({key})",
                                   hint="wait for it to finish, or raise --lock-timeout")
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-        self._lock_conn = conn
 
     def ensure_lock(self) -> None:
         """After a server restart the lock went with the old session: take it again."""
@@ -187,7 +213,7 @@ class Target:
                 pass
             self._lock_conn = None
             log.warning("lost the run lock with the server connection; taking it again")
-            self.lock(self._lock_timeout)
+            self._lock_conn = self._acquire(self._keys, self._lock_timeout)
 
     def retrying(self, what: str, fn, *args, **kwargs):
         """Run fn, retrying it on transient failures (server restart, serialization
@@ -216,8 +242,14 @@ class Target:
             self._lock_conn = None
 
     # -- state: what this tool created and loaded ----------------------------
+    def ddl_lock(self, cur) -> None:
+        """Until the transaction ends: the shares of one migration (``run --shares``) create
+        the state and target schemas one at a time (CREATE ... IF NOT EXISTS races otherwise)."""
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext('migrate:ddl'))", (LOCK_NAMESPACE,))
+
     def ensure_state(self, conn) -> None:
         with conn.cursor() as cur:
+            self.ddl_lock(cur)
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {q(STATE_SCHEMA)}")
             cur.execute(f"""CREATE TABLE IF NOT EXISTS {q(STATE_SCHEMA)}.{q('tables')} (
                 target_schema text NOT NULL,
@@ -229,6 +261,17 @@ class Target:
                 updated_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (target_schema, table_name))""")
             cur.execute(f"ALTER TABLE {q(STATE_SCHEMA)}.{q('tables')} ADD COLUMN IF NOT EXISTS source text")
+            # one row per share of a migration split across pods (run --shares): see shares.py
+            cur.execute(f"""CREATE TABLE IF NOT EXISTS {q(STATE_SCHEMA)}.{q('shares')} (
+                target_schema text NOT NULL,
+                run_id text NOT NULL,
+                share int NOT NULL,
+                shares int NOT NULL,
+                status text NOT NULL,
+                source_sha256 text,
+                tables jsonb,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (target_schema, run_id, share))""")
         conn.commit()
 
     def state(self, conn) -> dict[str, dict]:

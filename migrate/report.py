@@ -13,7 +13,7 @@ from .log import mask
 
 def build(command: str, *, status: str, exit_code: int, message: str, tables: list[dict],
           notes: list[str], errors: list[str], skipped: list[dict], source: str | None,
-          target: str | None, partial: list[str], seconds: float) -> dict:
+          target: str | None, partial: list[str], seconds: float, shares: dict | None = None) -> dict:
     return {
         "tool": "migrate", "version": __version__, "command": command,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -22,6 +22,7 @@ def build(command: str, *, status: str, exit_code: int, message: str, tables: li
         "run_as_uid": os.getuid(),
         "partial": partial, "tables": tables, "skipped_objects": skipped,
         "notes": notes, "errors": errors,
+        **({"shares": shares} if shares else {}),
         "totals": {
             "tables": len(tables),
             "source_rows": sum(t.get("source_rows") or 0 for t in tables),

@@ -50,6 +50,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], object, type]] = {
     "generate_password": (("MIGRATE_ADMIN_GENERATE_PASSWORD",), None, str),
     "seed_admin": (("MIGRATE_SEED_ADMIN",), False, bool),
     "fill_null": (("MIGRATE_FILL_NULL",), [], list),
+    "shares": (("MIGRATE_SHARES",), 1, int),
+    "share_index": (("MIGRATE_SHARE_INDEX", "JOB_COMPLETION_INDEX"), None, int),
+    "run_id": (("MIGRATE_RUN_ID",), None, str),
 }
 CHOICES = {"on_error": ("fail", "reject"), "backup_compress": ("none", "gzip"), "orphans": ("fail", "not-valid"),
            "log_format": ("auto", "json", "console"), "progress": ("auto", "bars", "events", "off"), "log_level": ("debug", "info", "warning", "error")}

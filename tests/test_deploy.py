@@ -21,7 +21,7 @@ def render(overlay):
     return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
 
 
-@pytest.fixture(scope="module", params=["staging", "prod"])
+@pytest.fixture(scope="module", params=["staging", "prod", "prod-shards"])
 def overlay(request):
     if KUBECTL is None:
         pytest.skip("kubectl (with kustomize) is not installed on this machine")
@@ -62,7 +62,7 @@ def test_credentials_from_a_secret_settings_from_a_configmap(overlay):
     vols = {v["name"]: v for v in pod["volumes"]}
     assert "secret" in vols["secrets"] and "persistentVolumeClaim" in vols["data"]
     assert ("PersistentVolumeClaim", vols["data"]["persistentVolumeClaim"]["claimName"]) in docs
-    if name == "prod":
+    if name.startswith("prod"):
         assert "sslmode=require" in cm["MIGRATE_TARGET"]
         assert not any(k == "Secret" for k, _ in docs)  # prod secrets come from outside the repo
     else:
@@ -81,6 +81,23 @@ def test_overlays_differ_visibly():
     assert s["spec"]["activeDeadlineSeconds"] != p["spec"]["activeDeadlineSeconds"]
     assert s["spec"]["template"]["spec"]["containers"][0]["resources"] != \
         p["spec"]["template"]["spec"]["containers"][0]["resources"]
+
+
+def test_the_sharded_overlay_is_an_indexed_job_whose_pods_share_one_run_id():
+    if KUBECTL is None:
+        pytest.skip("kubectl (with kustomize) is not installed on this machine")
+    docs = render("prod-shards")
+    job = job_of(docs)
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 3
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["MIGRATE_SHARES"]["value"] == str(spec["completions"])  # one share per index
+    # the Job's uid: the same for every pod of the Job and for a retried pod, new for the next Job
+    assert env["MIGRATE_RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.labels['batch.kubernetes.io/controller-uid']"
+    claim = job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert docs[("PersistentVolumeClaim", claim)]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert job["metadata"]["namespace"] == job_of(render("prod"))["metadata"]["namespace"]
 
 
 def test_compose_file():

@@ -167,6 +167,7 @@ def run(schema: Schema, target: Target, *, replace: bool = False, restart: bool 
                 hint="use --restart to recreate them from this source")
         outcome = {}
         with conn.cursor() as cur:
+            target.ddl_lock(cur)
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {q(target.schema)}")
         conn.commit()
         for t in schema.tables:

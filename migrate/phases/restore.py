@@ -261,10 +261,14 @@ def drop_foreign_keys(schema: Schema, target: Target, conn) -> None:
     """Our FKs go before any load (TRUNCATE of a parent must not cascade); post-data
     adds them back. Runs are idempotent because of this."""
     with conn.cursor() as cur:
-        for t in schema.tables:
-            for i, _fk in enumerate(t.foreign_keys):
-                cur.execute(f"ALTER TABLE IF EXISTS {target.qualified(t.pg_name)} DROP CONSTRAINT IF EXISTS {q(fk_name(t, i))}")
+        drop_foreign_keys_sql(schema, target, cur)
     conn.commit()
+
+
+def drop_foreign_keys_sql(schema: Schema, target: Target, cur) -> None:
+    for t in schema.tables:
+        for i, _fk in enumerate(t.foreign_keys):
+            cur.execute(f"ALTER TABLE IF EXISTS {target.qualified(t.pg_name)} DROP CONSTRAINT IF EXISTS {q(fk_name(t, i))}")
 
 
 def load(schema: Schema, backup_dir: str, target: Target, *, on_error: str = "fail",
@@ -512,17 +516,16 @@ def _unique_sets(t: Table) -> list[set[str]]:
     return sets
 
 
-def post_data(schema: Schema, target: Target, *, orphans: str = "fail", workers: int = 1) -> tuple[list[str], list[str]]:
+def post_data(schema: Schema, target: Target, *, orphans: str = "fail", workers: int = 1,
+              migrated: Schema | None = None) -> tuple[list[str], list[str]]:
     """Keys, indexes, statistics, foreign keys, sequences. Returns (notes, errors).
 
     Primary keys, indexes and ANALYZE of different tables run at once (workers connections:
-    PostgreSQL does the work). Foreign keys are added NOT VALID one after another (an
-    instant catalog change, but it locks both tables), then validated at once, one
-    connection per child table: VALIDATE locks only the child against another VALIDATE,
-    and the scan that proves there is no orphan is the long part."""
+    PostgreSQL does the work); then the foreign keys (see foreign_keys). ``migrated``: the
+    whole migration when ``schema`` is one share of it (``run --shares``): a key to a table
+    of another share is left for the share that finishes last (shares.join)."""
     notes: list[str] = []
     errors: list[str] = []
-    by_name = {t.name: t for t in schema.tables}
     table_names = {t.pg_name for t in schema.tables}
     derived = schema.app_ddl is None  # the app's DDL brings its own keys
 
@@ -539,6 +542,44 @@ def post_data(schema: Schema, target: Target, *, orphans: str = "fail", workers:
             cur.execute(f"ANALYZE {target.qualified(t.pg_name)}")
         return t_notes, t_errors
 
+    from concurrent.futures import ThreadPoolExecutor
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            biggest_first = sorted(schema.tables, key=lambda t: -t.rows)
+            built = dict(zip((t.name for t in biggest_first), pool.map(keys, biggest_first)))
+        for t in schema.tables:  # reported in the schema's order, whatever finished first
+            notes += [n for n in built[t.name][0] if n not in notes]
+            errors += built[t.name][1]
+        if derived:
+            own = {t.name for t in schema.tables}
+            everything = migrated or schema
+            others = {t.name for t in everything.tables} - own
+            fk_notes, fk_errors = foreign_keys(everything, target, orphans=orphans, workers=workers,
+                                               children=schema.tables,
+                                               wanted=lambda t, fk: fk.ref_table not in others)
+            notes += fk_notes
+            errors += fk_errors
+        with _connection(target) as cur:
+            for t in schema.tables:
+                _sequence(cur, target, t)
+    except psycopg2.Error as e:
+        raise classify(e, "post-data") from None
+    for n in notes:
+        log.warning("post-data: " + n)
+    return notes, errors
+
+
+def foreign_keys(schema: Schema, target: Target, *, orphans: str = "fail", workers: int = 1,
+                 children: list[Table] | None = None, wanted=None) -> tuple[list[str], list[str]]:
+    """The foreign keys of ``children`` (default: every table of schema) for which
+    wanted(child, key) holds, to parents among schema's tables. Added NOT VALID one after
+    another (an instant catalog change, but it locks both tables), then validated at once,
+    one connection per child table: VALIDATE locks only the child against another VALIDATE,
+    and the scan that proves there is no orphan is the long part. Returns (notes, errors)."""
+    notes: list[str] = []
+    errors: list[str] = []
+    by_name = {t.name: t for t in schema.tables}
+
     def validate(group: list[dict]) -> list[dict]:
         with _connection(target) as cur:
             for fk in group:
@@ -547,27 +588,18 @@ def post_data(schema: Schema, target: Target, *, orphans: str = "fail", workers:
 
     from concurrent.futures import ThreadPoolExecutor
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            biggest_first = sorted(schema.tables, key=lambda t: -t.rows)
-            built = dict(zip((t.name for t in biggest_first), pool.map(keys, biggest_first)))
-            for t in schema.tables:  # reported in the schema's order, whatever finished first
-                notes += [n for n in built[t.name][0] if n not in notes]
-                errors += built[t.name][1]
-            with _connection(target) as cur:
-                added = [a for t in (schema.tables if derived else []) for i, fk in enumerate(t.foreign_keys)
-                         if (a := _add_foreign_key(cur, target, t, i, fk, by_name, notes, errors))]
-                by_child: dict[str, list[dict]] = {}
-                for fk in added:
-                    by_child.setdefault(fk["child"].name, []).append(fk)
-                list(pool.map(validate, sorted(by_child.values(), key=lambda g: -g[0]["child"].rows)))
-                for fk in added:  # in the schema's order
-                    _foreign_key_outcome(cur, target, fk, orphans, notes, errors)
-                for t in schema.tables:
-                    _sequence(cur, target, t)
+        with _connection(target) as cur, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            added = [a for t in (schema.tables if children is None else children)
+                     for i, fk in enumerate(t.foreign_keys) if wanted is None or wanted(t, fk)
+                     if (a := _add_foreign_key(cur, target, t, i, fk, by_name, notes, errors))]
+            by_child: dict[str, list[dict]] = {}
+            for fk in added:
+                by_child.setdefault(fk["child"].name, []).append(fk)
+            list(pool.map(validate, sorted(by_child.values(), key=lambda g: -g[0]["child"].rows)))
+            for fk in added:  # in the schema's order
+                _foreign_key_outcome(cur, target, fk, orphans, notes, errors)
     except psycopg2.Error as e:
-        raise classify(e, "post-data") from None
-    for n in notes:
-        log.warning("post-data: " + n)
+        raise classify(e, "foreign keys") from None
     return notes, errors
 
 
