@@ -88,6 +88,37 @@ def test_two_shares_at_once_migrate_everything_and_the_last_adds_the_keys_betwee
     assert _fk_rows(server, pgdb) == fks
 
 
+def test_shares_killed_at_random_moments_then_retried_converge(env, pgdb, server, tmp_path):
+    """What an Indexed Job does when pods die: each index gets a new pod, same run id."""
+    import random
+    import signal
+    import time
+    sys.path.insert(0, ROOT)
+    from examples.app.generate_sample import generate
+    from independent import compare
+    src = str(tmp_path / "app.db")
+    generate(src, users=300, datasets=1500, jobs=40_000)
+    commands = _shares(src, pgdb, str(tmp_path / "b"), "job", extra=["--workers", "1"])
+    env = {**env, "MIGRATE_LOG_FORMAT": "json"}
+    rng = random.Random(20261124)
+    for _ in range(4):  # both pods at once, each killed at a moment of its own (some may finish)
+        procs = [subprocess.Popen([sys.executable, "-m", "migrate", *c], env=env, cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in commands]
+        kill_at = [time.monotonic() + rng.uniform(0.3, 3.5) for _ in procs]
+        while any(p.poll() is None for p in procs):
+            for p, at in zip(procs, kill_at):
+                if p.poll() is None and time.monotonic() >= at:
+                    p.send_signal(signal.SIGKILL)
+            time.sleep(0.02)
+    final = _at_once(commands, env)
+    assert [r.returncode for r in final] == [0, 0], [r.stderr[-2000:] for r in final]
+    assert any("the last of 2 shares to finish" in r.stdout for r in final)
+    assert compare(src, pgdb, server.password) == []
+    fks = _fk_rows(server, pgdb)
+    assert len(fks) == 4 and all(v for _, _, v in fks), fks
+    assert sql(server, pgdb, "SELECT status FROM _migrate.shares WHERE run_id = 'job'") == [("done",), ("done",)]
+
+
 def _cross(make_sqlite, orphan=False, name="src.db", label="x", parent_label="p"):
     """parent (big: a share of its own), child -> parent, grand -> child, in two shares."""
     rows = [(i, f"{parent_label}{i}") for i in range(1, 301)]
