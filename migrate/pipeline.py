@@ -106,7 +106,8 @@ def schema_from(s: Settings) -> tuple[Schema, SourceDB | None, list[str]]:
         partial = filter_tables(schema, s.tables, s.exclude_tables)
         schema.app_ddl = app_ddl(s)
         if m.get("partial"):
-            partial.append(f"the backup itself is partial: {m['partial']}")
+            reasons = m["partial"].get("reasons") or [f"at most {m['partial']['limit']} rows per table"]
+            partial.append("the backup itself is partial: " + "; ".join(reasons))
         return schema, None, partial
     _require(s, "source")
     src, schema, partial = open_source(s)
@@ -157,7 +158,7 @@ def cmd_backup(s: Settings) -> dict:
     _require(s, "source", "backup_dir")
     src, schema, partial = open_source(s)
     with src:
-        backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s), s.workers)
+        backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s), s.workers, partial=partial)
     conversion = sum(t.conversion_errors for t in schema.tables)
     return {"tables": [{"table": t.name, "rows": t.rows, "conversion_errors": t.conversion_errors}
                        for t in schema.tables], "partial": partial, "conversion_errors": conversion}
@@ -267,7 +268,8 @@ def _run_phases(s: Settings, step: Steps, target: Target, ctx: dict, with_backup
             _fillable(s, schema)
             step("backup")
             # the converted rows also go to spill files, which this run's load sends as they are
-            backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s), s.workers, spill=True)
+            backup_phase.run(src.path, s.backup_dir, schema, src, s.limit, _compress(s), s.workers, spill=True,
+                             partial=ctx["partial"] + ([share.partial] if share else []))
     else:
         step("read backup")
         schema, _, ctx["partial"] = schema_from(s)

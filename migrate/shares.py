@@ -84,6 +84,12 @@ class Share:
     def label(self) -> str:
         return f"share {self.index} (of 0..{self.count - 1})"
 
+    @property
+    def partial(self) -> str:
+        """What this share's backup, restored on its own, leaves out."""
+        return (f"{self.label} of run {self.run_id!r}: the other tables are in the backups of the other "
+                f"shares (share-*-of-{self.count})")
+
     def settings(self, s):
         """The share's own backup directory and report file."""
         out = copy.copy(s)

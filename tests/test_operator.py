@@ -64,6 +64,12 @@ def test_filters_and_limit_are_partial_exit_9(tmp_path, cli, pgdb):
     assert "trial run: at most 10 rows per table (--limit)" in rep["partial"]
     assert "table 'Track' left out by --table/--exclude-table" in rep["partial"]
     assert "PARTIAL: migrated and verified, but only part of the source" in r.stdout
+    # the backup remembers why it is partial: restored on its own, it says so too
+    r = cli("restore", "--backup-dir", str(tmp_path / "b"), "--target", pgdb, "--target-schema", "again")
+    assert r.returncode == 9, r.stderr[-2000:]
+    partial = next(line for line in r.stdout.splitlines() if line.startswith("partial: the backup itself is partial: "))
+    assert "table 'Track' left out by --table/--exclude-table" in partial
+    assert "trial run: at most 10 rows per table (--limit)" in partial
     r = cli("plan", "--source", str(src), "--exclude-table", "*", "--table", "nothing*")
     assert r.returncode == 2 and "error: --table nothing* matches no table of the source" in r.stderr
 

@@ -143,6 +143,12 @@ def test_the_last_share_joins_and_its_retry_finishes_a_join_a_crash_cut_short(en
     r = cli(*two)
     assert r.returncode == 0 and "the last of 2 shares to finish" in r.stdout, r.stdout + r.stderr[-2000:]
     assert _fk_rows(server, pgdb) == [("child", "child_fk1", True), ("grand", "grand_fk1", True)]
+    # one share's backup restored on its own is not the whole source, and says so
+    r = cli("restore", "--backup-dir", os.path.join(backup, "share-0-of-2"), "--target", pgdb,
+            "--target-schema", "alone")
+    assert r.returncode == 9, r.stdout + r.stderr[-2000:]
+    assert ("the backup itself is partial: share 0 (of 0..1) of run 'r': the other tables are in the backups "
+            "of the other shares (share-*-of-2)") in r.stdout
     # a crash of the last share in the middle of its join: the key between shares is missing
     # (or left NOT VALID); the pod's retry, same run id, is last again and finishes the join
     sql(server, pgdb, "ALTER TABLE child DROP CONSTRAINT child_fk1")

@@ -178,7 +178,8 @@ def _remove(path: str) -> None:
 
 
 def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int | None = None,
-        compress: str | None = None, workers: int = 1, spill: bool = False) -> Schema:
+        compress: str | None = None, workers: int = 1, spill: bool = False,
+        partial: list[str] | None = None) -> Schema:
     """Write the backup of the tables in ``schema`` (already read and decided). With
     workers > 1 and a source whose snapshot other connections share (a rollback-journal
     database: see SourceDB.shares_snapshot), tables and rowid ranges of big tables are
@@ -188,7 +189,10 @@ def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int 
     spill (``run``, which restores right after): each table's converted rows are also
     written as COPY text next to its JSON file (t.spill), so the load sends them as they
     are instead of decoding and converting the JSON again; remove_spills() deletes them.
-    Not with a compressed backup (disk is the point there)."""
+    Not with a compressed backup (disk is the point there).
+
+    partial: why the backup holds only part of the source (filters, --limit, a share of a
+    run split across pods): kept in the manifest, so a restore of it says so (exit 9)."""
     spill = spill and not compress
     prepare_dir(backup_dir)
     t0 = time.monotonic()
@@ -215,7 +219,7 @@ def run(source: str, backup_dir: str, schema: Schema, src: SourceDB, limit: int 
         source_sha256 = source_hash()
     except OSError as e:
         raise _fail(e, source) from None
-    write_manifest(backup_dir, source, schema, limit, source_sha256)
+    write_manifest(backup_dir, source, schema, limit, source_sha256, partial)
     log.info("backup complete", backup_dir=backup_dir, tables=len(schema.tables),
              seconds=round(time.monotonic() - t0, 3))
     return schema
@@ -314,7 +318,8 @@ def sha256_meanwhile(path: str):
     return get
 
 
-def write_manifest(backup_dir: str, source: str, schema: Schema, limit: int | None, source_sha256: str) -> None:
+def write_manifest(backup_dir: str, source: str, schema: Schema, limit: int | None, source_sha256: str,
+                   partial: list[str] | None = None) -> None:
     manifest = {
         "format": FORMAT,
         "tool": "migrate",
@@ -322,7 +327,7 @@ def write_manifest(backup_dir: str, source: str, schema: Schema, limit: int | No
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": {"path": os.path.basename(source), "sha256": source_sha256,
                    "size": os.path.getsize(source), "user_version": schema.user_version},
-        "partial": {"limit": limit} if limit is not None else None,
+        "partial": {"limit": limit, "reasons": partial or []} if limit is not None or partial else None,
         "ddl": schema.ddl,
         "tables": [t.to_dict() for t in schema.tables],
         "skipped": [s.__dict__ for s in schema.skipped],
