@@ -45,7 +45,7 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-DATABASES = ("ceiling", "restore", "run", "restore1")
+DATABASES = ("ceiling", "restore", "run", "restore1", "shares")
 
 
 def settle(cluster) -> None:
@@ -71,24 +71,41 @@ def measure(cmd: list[str], env: dict) -> tuple[float, float, str, int]:
     """(seconds, peak memory MiB of the process tree (PSS, sampled every 100 ms: more often, reading
     /proc/PID/smaps_rollup of every worker slowed the measured run by ~0.5 s), output,
     exit code) of one command."""
-    import threading
-    with tempfile.TemporaryFile("w+") as out:
-        t0 = time.monotonic()
-        p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
-        peak = [0]
-        done = threading.Event()
+    s, peaks, outs, codes = measure_at_once([cmd], env)
+    return s, peaks[0], outs[0], codes[0]
 
-        def sample():
-            while not done.wait(0.1):
-                peak[0] = max(peak[0], tree_rss_kib(p.pid))
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+
+def measure_at_once(cmds: list[list[str]], env: dict) -> tuple[float, list[float], list[str], list[int]]:
+    """Commands started together (the pods of an Indexed Job): (seconds until the last one
+    ends, each one's peak memory MiB, outputs, exit codes)."""
+    import threading
+    outs = [tempfile.TemporaryFile("w+") for _ in cmds]
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(c, env=env, cwd=ROOT, stdout=o, stderr=subprocess.STDOUT, text=True)
+             for c, o in zip(cmds, outs)]
+    peak = [0] * len(procs)
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.1):
+            for i, p in enumerate(procs):
+                peak[i] = max(peak[i], tree_rss_kib(p.pid))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    codes = []
+    for i, p in enumerate(procs):
         _, status, usage = os.wait4(p.pid, 0)
-        done.set()
-        sampler.join()
-        seconds = time.monotonic() - t0
-        out.seek(0)
-        return seconds, (peak[0] or usage.ru_maxrss) / 1024, out.read(), os.waitstatus_to_exitcode(status)
+        peak[i] = peak[i] or usage.ru_maxrss
+        codes.append(os.waitstatus_to_exitcode(status))
+    done.set()
+    sampler.join()
+    seconds = time.monotonic() - t0
+    texts = []
+    for o in outs:
+        o.seek(0)
+        texts.append(o.read())
+        o.close()
+    return seconds, [k / 1024 for k in peak], texts, codes
 
 
 def phases(log: str) -> dict[str, float]:
@@ -110,6 +127,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=2_200_000)
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "migrate-bench"))
+    ap.add_argument("--shares", type=int, default=2, help="also run --shares N: N processes at once on this "
+                                                          "one machine, --workers 1 each (0: skip)")
     a = ap.parse_args()
     os.makedirs(a.cache, exist_ok=True)
     db = os.path.join(a.cache, f"app-{a.rows}.db")
@@ -162,6 +181,16 @@ def main() -> int:
         results["backup --backup-compress gzip"] = (s, m, rc, {})
         gzip_mb = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(os.path.join(work, "b3"))
                       for f in fs) / 2**20
+        if a.shares > 1:
+            settle(cluster)
+            s, peaks, logs, codes = measure_at_once(
+                [[py, "-m", "migrate", "run", "--source", db, "--backup-dir", os.path.join(work, "b4"),
+                  "--target", url("shares"), "--shares", str(a.shares), "--share-index", str(i),
+                  "--run-id", "bench", "--workers", "1"] for i in range(a.shares)], env)
+            results[f"run --shares {a.shares} (one machine)"] = (s, max(peaks), max(codes), {})
+            for i, (log, peak) in enumerate(zip(logs, peaks)):
+                ph = phases(log)
+                results[f"  share {i}"] = (sum(ph.values()), peak, codes[i], ph)
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -172,7 +201,10 @@ def main() -> int:
           f"PostgreSQL from {cluster.bindir}")
     print(f"{'what':<34}{'seconds':>9}{'rows/s':>11}{'peak mem':>11}{'vs ceiling':>12}  exit")
     for name, (s, m, rc, ph) in results.items():
-        print(f"{name:<34}{s:>9.2f}{rows / s:>11,.0f}{m:>8.0f} MiB{ceiling / s:>11.2f}x  {rc}")
+        if name.startswith("  share"):  # a part of the rows: no rows/s or ratio of its own
+            print(f"{name:<34}{s:>9.2f}{'':>11}{m:>8.0f} MiB{'':>12}  {rc}")
+        else:
+            print(f"{name:<34}{s:>9.2f}{rows / s:>11,.0f}{m:>8.0f} MiB{ceiling / s:>11.2f}x  {rc}")
         for step, sec in ph.items():
             if sec >= 0.05:
                 print(f"  {step:<32}{sec:>9.2f}")
