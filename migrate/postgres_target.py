@@ -160,7 +160,7 @@ class Target:
         """One more exclusive lock on the run lock's session (e.g. the join of shares)."""
         more = [(f"migrate:{self.schema}:{name}", False)]
         self._acquire(more, timeout_s, self._lock_conn)
-        self._keys += more
+        self._keys += [k for k in more if k not in self._keys]  # a retried step takes it again
 
     def _acquire(self, keys: list[tuple[str, bool]], timeout_s: float, conn=None):
         """Take every (key, shared) lock on conn (a new connection by default), or none:
