@@ -309,7 +309,7 @@ def _join(s: Settings, share: Share, target: Target, ctx: dict) -> None:
     """This share is migrated and verified: record it done; the last one joins the shares."""
     sha256 = backup_phase.read_manifest(s.backup_dir)["source"]["sha256"]
     rows = target.retrying("finish share", share.finish, target, ctx["schema"], sha256)
-    done = [r[0] for r in rows if r[2] == "done"]
+    done = [r["share"] for r in rows if r["status"] == "done"]
     ctx["shares"] = {"share": share.index, "shares": share.count, "run_id": share.run_id,
                      "tables": [t.name for t in ctx["schema"].tables], "done": done,
                      "last": len(done) == share.count}

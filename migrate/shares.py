@@ -111,10 +111,11 @@ class Share:
         return mine
 
     # -- the record in the target -----------------------------------------------
-    def _rows(self, cur, target: Target) -> list[tuple]:
+    def _rows(self, cur, target: Target) -> list[dict]:
+        """Every share's row of this run: {share, shares, status, sha256}."""
         cur.execute(f"SELECT share, shares, status, source_sha256 FROM {q(STATE_SCHEMA)}.{q('shares')} "
                     "WHERE target_schema = %s AND run_id = %s ORDER BY share", (target.schema, self.run_id))
-        return cur.fetchall()
+        return [dict(zip(("share", "shares", "status", "sha256"), r)) for r in cur.fetchall()]
 
     def _lock(self, cur, target: Target) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))",
@@ -137,7 +138,7 @@ class Share:
             with conn.cursor() as cur:
                 self._lock(cur, target)
                 rows = self._rows(cur, target)
-                other = {r[1] for r in rows} - {self.count}
+                other = {r["shares"] for r in rows} - {self.count}
                 if other:
                     raise UsageError(f"run id {self.run_id!r} was started with {other.pop()} shares, this pod says "
                                      f"{self.count}", hint="every share of one migration gives the same --shares")
@@ -149,8 +150,8 @@ class Share:
         finally:
             conn.close()
 
-    def finish(self, target: Target, mine: Schema, source_sha256: str) -> list[tuple]:
-        """Mark this share done; every share's row of this run (share, shares, status, sha256)."""
+    def finish(self, target: Target, mine: Schema, source_sha256: str) -> list[dict]:
+        """Mark this share done; every share's row of this run (see _rows)."""
         conn = target.connect()
         try:
             with conn.cursor() as cur:
@@ -162,13 +163,13 @@ class Share:
         finally:
             conn.close()
 
-    def join(self, target: Target, everything: Schema, rows: list[tuple], *, orphans: str, workers: int,
+    def join(self, target: Target, everything: Schema, rows: list[dict], *, orphans: str, workers: int,
              lock_timeout: float) -> tuple[list[str], list[str], int]:
         """As the last share: the keys between shares. Returns (notes, errors, keys validated)."""
         from .phases.restore import fk_name, foreign_keys
-        digests = {r[3] for r in rows}
+        digests = {r["sha256"] for r in rows}
         if len(digests) != 1:
-            by = "; ".join(f"share {r[0]}: {r[3]}" for r in rows)
+            by = "; ".join(f"share {r['share']}: {r['sha256']}" for r in rows)
             raise VerifyError(f"the shares of run {self.run_id!r} read different source files (SHA-256 {by}); "
                               "the target holds a mix of them and its foreign keys between shares were not added",
                               hint="give every share the same source file, then run all shares again with a new --run-id")
@@ -177,15 +178,14 @@ class Share:
         def crosses(t: Table, fk) -> bool:
             return fk.ref_table in self.of and self.of[fk.ref_table] != self.of[t.name]
         notes, errors = foreign_keys(everything, target, orphans=orphans, workers=workers, wanted=crosses)
+        between = [(target.qualified(t.pg_name), fk_name(t, i)) for t in everything.tables
+                   for i, fk in enumerate(t.foreign_keys) if crosses(t, fk)]
         conn = target.connect()
         try:  # what is there now: a key that could not be added or validated is in notes or errors
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM pg_constraint c JOIN unnest(%s::text[], %s::text[]) k(tbl, name) "
                             "ON c.conrelid = to_regclass(k.tbl) AND c.conname = k.name WHERE c.convalidated",
-                            ([target.qualified(t.pg_name) for t in everything.tables
-                              for i, fk in enumerate(t.foreign_keys) if crosses(t, fk)],
-                             [fk_name(t, i) for t in everything.tables
-                              for i, fk in enumerate(t.foreign_keys) if crosses(t, fk)]))
+                            ([tbl for tbl, _ in between], [name for _, name in between]))
                 valid = cur.fetchone()[0]
         finally:
             conn.close()
